@@ -1,0 +1,107 @@
+"""GlobalPointer (Su, 2021) and Efficient GlobalPointer (Su, 2022) span heads.
+
+- GlobalPointer: https://kexue.fm/archives/8373 — score(i, j) = <RoPE(q_i), RoPE(k_j)> / sqrt(d).
+- Efficient GlobalPointer: https://kexue.fm/archives/8877 — one shared projection p; q/k are its
+  even/odd halves, plus start/end biases from a small dense layer on p.
+
+Scale across windows depends on ``loss``:
+- ``softmax`` (single gold): the grid is trained as one softmax over the window's valid cells, so the
+  reported score is that log-probability — comparable across windows like the softmax head's.
+- ``multilabel`` (several golds, Su's multi-label cross-entropy): every cell is trained against the
+  fixed threshold 0, so raw scores are already on one scale in every window.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .base import NEG, SpanHead, masked, primary_target, valid_spans
+
+
+def rotary(x: torch.Tensor) -> torch.Tensor:
+    """Apply rotary position embedding to (B, L, d) with interleaved (even, odd) pairs."""
+    B, L, d = x.shape
+    inv_freq = 10000.0 ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
+    angle = torch.arange(L, device=x.device, dtype=torch.float32)[:, None] * inv_freq[None]  # (L, d/2)
+    cos, sin = angle.cos().repeat_interleave(2, -1), angle.sin().repeat_interleave(2, -1)
+    rotated = torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).reshape(B, L, d)
+    return x * cos + rotated * sin
+
+
+def multilabel_ce(grid: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """Su's multi-label CE: log(1 + sum_neg e^s) + log(1 + sum_pos e^-s), averaged over the batch.
+
+    grid (B, N) float32 with invalid cells at ``NEG``; gold (B, N) bool.
+    """
+    zeros = grid.new_zeros(grid.shape[0], 1)
+    neg = torch.cat([grid.masked_fill(gold, NEG), zeros], dim=1)
+    pos = torch.cat([(-grid).masked_fill(~gold, NEG), zeros], dim=1)
+    return (neg.logsumexp(1) + pos.logsumexp(1)).mean()
+
+
+class GlobalPointer(SpanHead):
+    """Span grid from rotary q/k dot products; ``loss`` = ``softmax`` or ``multilabel``."""
+
+    def __init__(self, hidden_size: int, head_size: int = 64, rope: bool = True, loss: str = "softmax",
+                 dropout: float = 0.0):
+        super().__init__()
+        if loss not in ("softmax", "multilabel"):
+            raise ValueError(f"GlobalPointer loss must be 'softmax' or 'multilabel', got {loss!r}")
+        if head_size % 2:
+            raise ValueError(f"head_size must be even for rotary embeddings, got {head_size}")
+        self.head_size, self.rope, self.loss_type = head_size, rope, loss
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(hidden_size, 2 * head_size)
+
+    def qk(self, hidden):
+        """(B, L, H) -> q, k (B, L, d) float32 plus the projection (for subclasses)."""
+        p = self.proj(self.dropout(hidden)).float()
+        q, k = p[..., ::2], p[..., 1::2]
+        if self.rope:
+            q, k = rotary(q), rotary(k)
+        return q, k, p
+
+    def forward(self, hidden, span_mask):
+        """(B, L, H) -> (B, L, L) float32 grid, ``NEG`` on invalid cells (no length limit)."""
+        q, k, _ = self.qk(hidden)
+        grid = q @ k.transpose(1, 2) / math.sqrt(self.head_size)
+        return masked(grid, valid_spans(span_mask))
+
+    def loss(self, scores, span_mask, labels):
+        """Softmax CE over the flattened grid (first gold) or multi-label CE over all golds."""
+        B, L, _ = scores.shape
+        flat = scores.reshape(B, L * L)
+        if self.loss_type == "softmax":
+            return nn.functional.cross_entropy(flat, primary_target(labels, L))
+        gold = torch.zeros_like(flat, dtype=torch.bool)
+        ok = labels[..., 0] >= 0
+        rows = torch.arange(B, device=labels.device)[:, None].expand_as(ok)
+        gold[rows[ok], (labels[..., 0] * L + labels[..., 1])[ok]] = True
+        return multilabel_ce(flat, gold)
+
+    def span_scores(self, scores, span_mask, max_answer_len):
+        """Log-probability grid (softmax loss) or raw grid (multilabel), limited to ``max_answer_len``."""
+        grid = scores
+        if self.loss_type == "softmax":
+            B, L, _ = scores.shape
+            grid = scores.reshape(B, L * L).log_softmax(1).reshape(B, L, L)
+        return masked(grid, valid_spans(span_mask, max_answer_len))
+
+
+class EfficientGlobalPointer(GlobalPointer):
+    """GlobalPointer with a shared q/k projection and per-position start/end biases (same contract)."""
+
+    def __init__(self, hidden_size: int, head_size: int = 64, rope: bool = True, loss: str = "softmax",
+                 dropout: float = 0.0):
+        super().__init__(hidden_size, head_size, rope, loss, dropout)
+        self.bias = nn.Linear(2 * head_size, 2)
+
+    def forward(self, hidden, span_mask):
+        """Grid = <q_i, k_j>/sqrt(d) + (b_start(i) + b_end(j)) / 2, ``NEG`` on invalid cells."""
+        q, k, p = self.qk(hidden)
+        bias = self.bias(p) / 2  # (B, L, 2)
+        grid = q @ k.transpose(1, 2) / math.sqrt(self.head_size)
+        grid = grid + bias[:, :, None, 0] + bias[:, None, :, 1]
+        return masked(grid, valid_spans(span_mask))

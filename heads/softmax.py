@@ -1,0 +1,37 @@
+"""Softmax start/end head: the BERT-SQuAD head (Devlin et al., 2019).
+
+Scale across windows: ``log p(start) + log p(end)``, each a softmax over the window's ``span_mask``
+positions ([CLS] included), so every window's span scores are log-probabilities of the same kind.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import NEG, SpanHead, masked, valid_spans
+
+
+class SoftmaxHead(SpanHead):
+    """Independent start and end distributions over the allowed positions; cross-entropy on each."""
+
+    def __init__(self, hidden_size: int, dropout: float = 0.0):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(hidden_size, 2)
+
+    def forward(self, hidden, span_mask):
+        """(B, L, H) -> (B, L, 2) float32 start/end logits, ``NEG`` outside ``span_mask``."""
+        logits = self.proj(self.dropout(hidden)).float()
+        return logits.masked_fill(~span_mask[:, :, None], NEG)
+
+    def loss(self, scores, span_mask, labels):
+        """Mean of start and end cross-entropy against the first gold span of each window."""
+        start, end = labels[:, 0, 0], labels[:, 0, 1]
+        return (F.cross_entropy(scores[..., 0], start) + F.cross_entropy(scores[..., 1], end)) / 2
+
+    def span_scores(self, scores, span_mask, max_answer_len):
+        """Grid of ``log p(start) + log p(end)`` over valid spans."""
+        logp = scores.log_softmax(dim=1)  # (B, L, 2)
+        grid = logp[:, :, None, 0] + logp[:, None, :, 1]  # (B, L, L)
+        return masked(grid, valid_spans(span_mask, max_answer_len))

@@ -1,0 +1,141 @@
+"""Encoder factories (Hydra ``_target_``s): a hub/path checkpoint, or a tiny BERT built offline.
+
+Every factory returns an :class:`Encoder` (model + fast tokenizer) and accepts ``texts`` (the training
+texts) so factories that build a vocabulary can use them; the others ignore it.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedModel
+from transformers import BertTokenizerFast
+
+log = logging.getLogger(__name__)
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@dataclass
+class Encoder:
+    """A transformer body without pooler and the fast tokenizer that goes with it."""
+
+    model: PreTrainedModel
+    tokenizer: object
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the encoder's last hidden states."""
+        return self.model.config.hidden_size
+
+
+def _drop_pooler(model: PreTrainedModel) -> PreTrainedModel:
+    # MRC heads read token states only; the pooler is dead weight and gets no gradient.
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None
+    return model
+
+
+def pretrained(name_or_path: str, texts=None, revision: str | None = None, cache_dir: str | None = None,
+               local_files_only: bool = False) -> Encoder:
+    """Load an encoder and its tokenizer by hub name (e.g. ``hfl/chinese-roberta-wwm-ext``) or local dir."""
+    kw = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, **kw)
+        model = AutoModel.from_pretrained(name_or_path, **kw)
+    except OSError as e:
+        raise OSError(f"could not load encoder {name_or_path!r}: {e}\nOffline? Use encoder=tiny, or set "
+                      "encoder.name_or_path to a local directory saved with save_pretrained.") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError(f"{name_or_path}: a fast tokenizer (tokenizer.json or vocab.txt) is required "
+                        "for offset mapping")
+    return Encoder(_drop_pooler(model), tokenizer)
+
+
+def build_vocab(texts, vocab_size: int, lowercase: bool = True) -> list[str]:
+    """A deterministic WordPiece vocabulary for ``texts``: every character seen (CJK characters are
+    words of their own under BERT pre-tokenization; other characters also as ``##`` continuations),
+    then the most frequent whole words, ties broken alphabetically, up to ``vocab_size``."""
+    from tokenizers import normalizers, pre_tokenizers
+
+    norm = normalizers.BertNormalizer(lowercase=lowercase, handle_chinese_chars=True, strip_accents=lowercase)
+    pre = pre_tokenizers.BertPreTokenizer()
+    words: Counter = Counter()
+    for text in texts:
+        words.update(w for w, _ in pre.pre_tokenize_str(norm.normalize_str(text)))
+    chars = sorted({c for w in words for c in w})
+    vocab = SPECIAL_TOKENS + chars + sorted({f"##{c}" for w in words if len(w) > 1 for c in w[1:]})
+    room = max(vocab_size - len(vocab), 0)
+    multi = sorted((w for w in words if len(w) > 1), key=lambda w: (-words[w], w))[:room]
+    return vocab + sorted(multi)
+
+
+def _wordpiece_tokenizer(vocab_file, lowercase: bool):
+    # Positional: the first parameter is ``vocab_file`` in transformers 4 and ``vocab`` in 5.
+    tokenizer = BertTokenizerFast(str(vocab_file), do_lower_case=lowercase)
+    if tokenizer.unk_token_id is None or len(tokenizer) <= len(SPECIAL_TOKENS):
+        raise ValueError(f"{vocab_file}: vocabulary did not load ({len(tokenizer)} tokens)")
+    return tokenizer
+
+
+def tiny_bert(texts=None, vocab_file: str | None = None, vocab_size: int = 8000, layers: int = 2,
+              hidden_size: int = 128, heads: int = 2, intermediate_size: int = 512,
+              max_position: int = 512, dropout: float = 0.1, lowercase: bool = True,
+              position_init: str = "sinusoidal", seed: int = 0) -> Encoder:
+    """A small randomly initialised BERT with an offline tokenizer.
+
+    The vocabulary comes from ``vocab_file`` (e.g. the bert-base-chinese ``vocab.txt``) when given,
+    else it is trained on ``texts`` (the run's training questions and contexts).
+    ``position_init="sinusoidal"`` starts the (trainable) position table from sine/cosine waves, which
+    gives attention relative-offset structure from step 0; ``"random"`` keeps BERT's N(0, 0.02) init.
+    """
+    if position_init not in ("sinusoidal", "random"):
+        raise ValueError(f"position_init must be 'sinusoidal' or 'random', got {position_init!r}")
+    if vocab_file:
+        if not Path(vocab_file).is_file():
+            raise FileNotFoundError(f"encoder.vocab_file={vocab_file}: file not found")
+        tokenizer = _wordpiece_tokenizer(vocab_file, lowercase)
+    else:
+        if not texts:
+            raise ValueError("encoder=tiny without vocab_file needs training texts to build a vocabulary")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "vocab.txt"
+            path.write_text("\n".join(build_vocab(texts, vocab_size, lowercase)) + "\n", encoding="utf-8")
+            tokenizer = _wordpiece_tokenizer(path, lowercase)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=intermediate_size,
+                        max_position_embeddings=max_position, hidden_dropout_prob=dropout,
+                        attention_probs_dropout_prob=dropout, pad_token_id=tokenizer.pad_token_id)
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = BertModel(config, add_pooling_layer=False)
+    if position_init == "sinusoidal":
+        table = model.embeddings.position_embeddings.weight
+        with torch.no_grad():
+            table.copy_(sinusoidal_positions(max_position, hidden_size) * table.std() / 0.7071)
+    log.info("tiny BERT: %d layers x %d hidden, vocab %d, %.2fM parameters", layers, hidden_size,
+             len(tokenizer), sum(p.numel() for p in model.parameters()) / 1e6)
+    return Encoder(model, tokenizer)
+
+
+def sinusoidal_positions(n: int, dim: int):
+    """(n, dim) table: sin on even, cos on odd columns, wavelengths 2*pi .. 10000*2*pi (Vaswani et al.)."""
+    import torch
+
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    inv = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    table = torch.zeros(n, dim)
+    table[:, 0::2], table[:, 1::2] = (pos * inv).sin(), (pos * inv).cos()[:, : dim // 2]
+    return table
+
+
+def from_checkpoint(path: str | Path) -> Encoder:
+    """Encoder and tokenizer saved by :func:`mrc.checkpoint.save` (no network)."""
+    path = Path(path)
+    model = AutoModel.from_pretrained(path / "encoder", local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True, use_fast=True)
+    return Encoder(_drop_pooler(model), tokenizer)

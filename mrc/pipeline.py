@@ -1,0 +1,205 @@
+"""One run: prepare data -> windows -> encoder + head -> train with per-epoch eval -> outputs."""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from . import checkpoint
+from .data import Example, load_squad
+from .download import resolve_data_root
+from .features import Window, build_windows
+from .inference import postprocess, score_windows
+from .metric import GoldQuestion, evaluate, load_references
+from .model import SpanModel
+from .train import build_optimizer, steps_per_epoch, train_epoch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    """An evaluation split: its examples, windows and the official gold answers."""
+
+    name: str
+    path: Path
+    examples: list[Example]
+    gold: list[GoldQuestion]
+    stats: dict
+    windows: list[Window] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> str:
+    """``auto`` -> cuda when available, else cpu."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def split_specs(data: DictConfig) -> dict[str, dict]:
+    """Normalise ``data.eval`` entries (a path string or {path, optional}) to dicts."""
+    out = {}
+    for name, spec in (data.eval or {}).items():
+        spec = {"path": spec} if isinstance(spec, str) else OmegaConf.to_container(spec, resolve=True)
+        out[name] = {"optional": False, **spec}
+    return out
+
+
+def load_data(cfg: DictConfig):
+    """Resolve the data root, run the data preparer, load training examples and eval splits."""
+    root = resolve_data_root(cfg.data.root)
+    specs = split_specs(cfg.data)
+    needed = list(cfg.data.train) + [s["path"] for s in specs.values()]
+    if cfg.data.get("prepare"):
+        instantiate(cfg.data.prepare, root=root, needed=needed)
+    train, train_stats = [], []
+    for rel in cfg.data.train:
+        examples, stats = load_squad(root / rel, training=True)
+        train.extend(examples)
+        train_stats.append(stats.as_dict())
+    if cfg.data.limit_train:
+        train = train[:cfg.data.limit_train]
+    splits = {}
+    for name, spec in specs.items():
+        path = root / spec["path"]
+        if spec["optional"] and not path.is_file():
+            log.warning("eval split %s: %s not found; skipped", name, path)
+            continue
+        examples, stats = load_squad(path, training=False)
+        gold = load_references(path)
+        if cfg.data.limit_eval:
+            examples = examples[:cfg.data.limit_eval]
+            keep = {e.id for e in examples}
+            gold = [g for g in gold if g.id in keep]
+        splits[name] = Split(name, path, examples, gold, stats.as_dict())
+    if cfg.data.in_domain not in splits:
+        raise ValueError(f"data.in_domain={cfg.data.in_domain!r} is not among the loaded eval splits "
+                         f"{sorted(splits)}")
+    if not train:
+        raise ValueError(f"no usable training examples in {list(cfg.data.train)} under {root}")
+    return root, train, train_stats, splits
+
+
+def evaluate_split(model, split: Split, cfg: DictConfig, device, pad_id, amp) -> dict:
+    """Predict one split and score it with the official metric."""
+    t0 = time.perf_counter()
+    dec = cfg.decode
+    arrays = score_windows(model, split.windows, batch_size=cfg.trainer.eval_batch_size,
+                           max_answer_len=dec.max_answer_len, n_best=dec.n_best, device=device,
+                           pad_id=pad_id, amp_dtype=amp, progress=cfg.trainer.progress)
+    preds, nbest = postprocess(split.examples, split.windows, *arrays, n_best=dec.n_best,
+                               null_threshold=dec.null_threshold)
+    seconds = time.perf_counter() - t0
+    summary, per_q = evaluate(split.gold, preds)
+    summary.update(seconds=round(seconds, 3), examples_per_s=round(len(split.examples) / seconds, 2))
+    return {"summary": summary, "per_question": per_q, "predictions": preds, "nbest": nbest}
+
+
+def write_json(path: Path, obj) -> None:
+    """UTF-8 JSON, human-readable Chinese."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> float:
+    """Train and evaluate as configured; write outputs into ``run_dir``; return in-domain F1."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.trainer.device)
+    amp = torch.bfloat16 if device.startswith("cuda") and cfg.trainer.bf16 else None
+    root, train, train_stats, splits = load_data(cfg)
+    texts = [e.question for e in train] + list(dict.fromkeys(e.context for e in train))
+    enc = instantiate(cfg.encoder, texts=texts)
+    model = SpanModel(enc.model, instantiate(cfg.head, hidden_size=enc.hidden_size)).to(device)
+    geometry = dict(max_len=cfg.data.max_len, max_query_len=cfg.data.max_query_len, doc_stride=cfg.data.doc_stride)
+    train_windows, feat = build_windows(train, enc.tokenizer, training=True, **geometry)
+    features = {"train": feat.as_dict()}
+    for s in splits.values():
+        s.windows, f = build_windows(s.examples, enc.tokenizer, training=False, **geometry)
+        features[s.name] = f.as_dict()
+    log.info("data root %s: %d training examples -> %d windows; eval %s", root, len(train),
+             len(train_windows), {n: len(s.examples) for n, s in splits.items()})
+    logger = instantiate(cfg.logger, dir=str(run_dir))
+    try:
+        logger.log_config(OmegaConf.to_container(cfg, resolve=True))
+        return _fit_and_report(cfg, run_dir, model, enc.tokenizer, train, train_windows, splits, device,
+                               amp, logger, {"train": train_stats, "eval": {n: s.stats for n, s in splits.items()},
+                                             "features": features, "root": str(root)})
+    finally:
+        logger.finish()
+
+
+def _fit_and_report(cfg, run_dir, model, tokenizer, train, train_windows, splits, device, amp, logger, data_info):
+    tr, pad_id = cfg.trainer, tokenizer.pad_token_id
+    total = steps_per_epoch(len(train_windows), tr.batch_size, tr.grad_accum) * tr.epochs
+    opt, sched = build_optimizer(model, cfg.optim, total)
+    best, best_f1, step, history, train_s, train_windows_seen = None, -1.0, 0, [], 0.0, 0
+    eval_s = 0.0
+    for epoch in range(1, tr.epochs + 1):
+        ep, step = train_epoch(model, train_windows, opt, sched, epoch=epoch, trainer=tr, pad_id=pad_id,
+                               device=device, amp_dtype=amp, logger=logger, step=step)
+        train_s, train_windows_seen = train_s + ep["seconds"], train_windows_seen + ep["windows"]
+        results = {n: evaluate_split(model, s, cfg, device, pad_id, amp) for n, s in splits.items()}
+        eval_s += sum(r["summary"]["seconds"] for r in results.values())
+        f1 = results[cfg.data.in_domain]["summary"]["F1"]
+        row = {"epoch": epoch, "loss": round(ep["loss"], 5),
+               **{f"{n}/{k}": r["summary"][k] for n, r in results.items() for k in ("F1", "EM")}}
+        history.append(row)
+        logger.log({"epoch": epoch, "train/epoch_loss": ep["loss"],
+                    **{f"eval/{n}/{k.lower()}": r["summary"][k] for n, r in results.items() for k in ("F1", "EM")}},
+                   step=step)
+        log.info("epoch %d: loss %.4f, %s", epoch, ep["loss"],
+                 ", ".join(f"{n} F1 {r['summary']['F1']:.2f} EM {r['summary']['EM']:.2f}" for n, r in results.items()))
+        if f1 > best_f1:
+            best_f1, best = f1, {"epoch": epoch, "results": results}
+            if tr.save_checkpoint:
+                checkpoint.save(run_dir / "checkpoint", model, tokenizer, cfg)
+    metrics = {
+        "in_domain": cfg.data.in_domain, "best_epoch": best["epoch"],
+        "splits": {n: r["summary"] for n, r in best["results"].items()},
+        "train": {"examples": len(train), "windows": len(train_windows), "epochs": tr.epochs, "steps": step,
+                  "seconds": round(train_s, 2), "examples_per_s": round(len(train) * tr.epochs / train_s, 2),
+                  "windows_per_s": round(train_windows_seen / train_s, 2)},
+        "eval_seconds": round(eval_s, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
+        "data": data_info, "history": history,
+    }
+    if device.startswith("cuda"):
+        metrics["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    _write_outputs(run_dir, best["results"], metrics, cfg, logger)
+    return float(best_f1)
+
+
+def _write_outputs(run_dir: Path, results: dict, metrics: dict, cfg, logger) -> None:
+    pred_files = []
+    for name, r in results.items():
+        write_json(run_dir / "predictions" / f"{name}.json", r["predictions"])
+        write_json(run_dir / "scores" / f"{name}.json", r["per_question"])
+        pred_files.append(run_dir / "predictions" / f"{name}.json")
+        if cfg.decode.save_nbest:
+            write_json(run_dir / "predictions" / f"{name}.nbest.json", r["nbest"])
+    write_json(run_dir / "metrics.json", metrics)
+    logger.summary({f"final/{n}/{k.lower()}": s[k] for n, s in metrics["splits"].items() for k in ("F1", "EM")}
+                   | {"best_epoch": metrics["best_epoch"]})
+    logger.artifact("predictions", "predictions", pred_files)
+    log.info("wrote %s", run_dir / "metrics.json")

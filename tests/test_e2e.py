@@ -1,0 +1,98 @@
+"""Tiny end-to-end runs: every head through the whole pipeline, the CLIs, and the real data when present."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from mrc.pipeline import run
+from tests.conftest import ROOT, SHARED_DATA
+
+TINY = ["encoder.layers=1", "encoder.hidden_size=32", "encoder.intermediate_size=64", "encoder.heads=2",
+        "data.max_len=64", "data.max_query_len=16", "data.doc_stride=16", "trainer.epochs=1",
+        "trainer.batch_size=16", "trainer.progress=false", "logger=none"]
+DEMO = ["experiment=demo", "data.prepare.n_train=160", "data.prepare.n_dev=24"] + TINY
+
+
+def compose_cfg(overrides, out_dir):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=[*overrides, f"paths.output_dir={out_dir}"])
+
+
+@pytest.mark.parametrize("head", ["softmax", "globalpointer", "efficient_globalpointer"])
+def test_demo_run_every_head(tmp_path, head):
+    cfg = compose_cfg(DEMO + [f"head={head}"], tmp_path)
+    f1 = run(cfg, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    split = metrics["splits"]["in_domain"]
+    assert split["TOTAL"] == 24 and split["SKIP"] == 0 and f1 == split["F1"]
+    assert metrics["best_epoch"] == 1 and metrics["train"]["steps"] == metrics["train"]["windows"] // 16 + (
+        metrics["train"]["windows"] % 16 > 0)
+    preds = json.loads((tmp_path / "predictions" / "in_domain.json").read_text())
+    assert len(preds) == 24 and all(isinstance(v, str) and v for v in preds.values())
+    scores = json.loads((tmp_path / "scores" / "in_domain.json").read_text())
+    assert sum(s["f1"] for s in scores.values()) / 24 * 100 == pytest.approx(split["F1"], abs=1e-3)
+    # The official scorer CLI agrees with metrics.json.
+    ref = tmp_path / "data" / "demo" / "dev.json"
+    out = subprocess.run([sys.executable, "-m", "mrc.evaluate", str(ref), str(tmp_path / "predictions" / "in_domain.json")],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    assert json.loads(out.stdout) == {k: split[k] for k in ("F1", "EM", "TOTAL", "SKIP")}
+    # The saved checkpoint reproduces the run's predictions through mrc.predict.
+    pred_out = tmp_path / "again.json"
+    subprocess.run([sys.executable, "-m", "mrc.predict", str(tmp_path / "checkpoint"), str(ref), str(pred_out),
+                    "--nbest", str(tmp_path / "nbest.json")], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert json.loads(pred_out.read_text()) == preds
+    nbest = json.loads((tmp_path / "nbest.json").read_text())
+    first = next(iter(nbest.values()))
+    assert "null_score" in first and first["candidates"][0]["text"] == preds[next(iter(nbest))]
+
+
+def test_predict_single_question(tmp_path):
+    cfg = compose_cfg(DEMO + ["head=softmax"], tmp_path)
+    run(cfg, tmp_path)
+    out = subprocess.run([sys.executable, "-m", "mrc.predict", str(tmp_path / "checkpoint"), "--question",
+                          "清海村的人口大约是多少？", "--context", "清海村的常住人口约为165万人，近年来略有增长。"],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    answer = json.loads(out.stdout)["answer"]
+    assert answer and answer in "清海村的常住人口约为165万人，近年来略有增长。"
+    bad = subprocess.run([sys.executable, "-m", "mrc.predict", str(tmp_path / "nope"), "--question", "a",
+                          "--context", "b"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "nope" in bad.stderr
+
+
+def test_run_py_cli_writes_into_hydra_run_dir(tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *DEMO, "head=globalpointer", "logger=wandb",
+                           f"hydra.run.dir={run_dir}"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rel in ("metrics.json", "config.yaml", "predictions/in_domain.json", "checkpoint/head.safetensors",
+                "checkpoint/encoder/model.safetensors", ".hydra/config.yaml"):
+        assert (run_dir / rel).is_file(), rel
+    assert list((run_dir / "wandb").glob("offline-run-*")), "W&B offline run files expected"
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_every_experiment_composes(tmp_path):
+    for exp in sorted((ROOT / "conf" / "experiment").glob("*.yaml")):
+        cfg = compose_cfg([f"experiment={exp.stem}"], tmp_path)
+        assert cfg.encoder._target_ and cfg.head._target_ and cfg.data.in_domain in cfg.data.eval
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "dureader_robust" / "dev.json").is_file(),
+                    reason="../shared/data (benchmark data) is not present")
+def test_dureader_robust_smoke(tmp_path):
+    """Trains on the real demo_train file and evaluates part of the real dev set (tiny random encoder)."""
+    vocab = SHARED_DATA.parent / "vocab" / "bert-base-chinese" / "vocab.txt"
+    cfg = compose_cfg(TINY + ["encoder=tiny", "data=dureader_robust", f"data.root={SHARED_DATA}",
+                              "data.train=[dureader_robust/demo_train.json]", "data.limit_eval=40",
+                              "data.max_len=128", "data.max_query_len=32", "data.doc_stride=32",
+                              f"encoder.vocab_file={vocab if vocab.is_file() else 'null'}"], tmp_path)
+    run(cfg, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["splits"]["in_domain"]["TOTAL"] == 40
+    assert metrics["data"]["train"][0]["kept"] == 100
+    assert len(json.loads((tmp_path / "predictions" / "in_domain.json").read_text())) == 40

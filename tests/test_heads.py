@@ -1,0 +1,156 @@
+"""Each head's loss and decoding on hand-made scores, plus the shared grid helpers."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from heads.base import NEG, top_spans, valid_spans
+from heads.globalpointer import EfficientGlobalPointer, GlobalPointer, multilabel_ce, rotary
+from heads.softmax import SoftmaxHead
+from mrc.data import Example
+from mrc.features import Window
+from mrc.inference import postprocess
+
+MASK = torch.tensor([[True, False, False, True, True, True, False]])  # [CLS] q [SEP] c c c [SEP]
+
+
+def cells(valid):
+    return {tuple(x) for x in valid[0].nonzero().tolist()}
+
+
+def test_valid_spans_rules():
+    assert cells(valid_spans(MASK)) == {(0, 0), (3, 3), (3, 4), (3, 5), (4, 4), (4, 5), (5, 5)}
+    assert cells(valid_spans(MASK, max_answer_len=2)) == {(0, 0), (3, 3), (3, 4), (4, 4), (4, 5), (5, 5)}
+
+
+def test_softmax_decode_respects_order_and_length():
+    start = torch.full((1, 7), -5.0)
+    end = torch.full((1, 7), -5.0)
+    start[0, 5], end[0, 3] = 9.0, 9.0  # best start after best end: must not be paired
+    start[0, 3], end[0, 5] = 4.0, 4.0
+    head = SoftmaxHead(4)
+    scores = torch.stack([start, end], -1).masked_fill(~MASK[..., None], NEG)
+    s, e, sc, null = top_spans(head.span_scores(scores, MASK, None), 3)
+    assert (s[0, 0].item(), e[0, 0].item()) in {(3, 3), (5, 5)}  # 9+4 beats 4+4 and (5,3) is invalid
+    assert all(a <= b for a, b in zip(s[0].tolist(), e[0].tolist()))
+    s, e, sc1, _ = top_spans(head.span_scores(scores, MASK, 1), 20)
+    kept = [(a, b) for a, b, v in zip(s[0].tolist(), e[0].tolist(), sc1[0].tolist()) if v > NEG / 2]
+    assert sorted(kept) == [(3, 3), (4, 4), (5, 5)]  # length 1 only; [CLS] is never a span
+    logp = scores.log_softmax(1)
+    assert null.item() == pytest.approx((logp[0, 0, 0] + logp[0, 0, 1]).item())
+
+
+def test_softmax_loss_matches_cross_entropy():
+    torch.manual_seed(0)
+    head = SoftmaxHead(8)
+    hidden = torch.randn(2, 7, 8)
+    mask = MASK.repeat(2, 1)
+    scores = head(hidden, mask)
+    labels = torch.tensor([[[3, 4]], [[0, 0]]])
+    expected = (F.cross_entropy(scores[..., 0], labels[:, 0, 0]) + F.cross_entropy(scores[..., 1], labels[:, 0, 1])) / 2
+    assert head.loss(scores, mask, labels).item() == pytest.approx(expected.item())
+    assert (scores[~mask] <= NEG / 2).all()
+
+
+@pytest.mark.parametrize("cls", [GlobalPointer, EfficientGlobalPointer])
+def test_globalpointer_grid_mask_and_softmax_loss(cls):
+    torch.manual_seed(0)
+    head = cls(8, head_size=4)
+    grid = head(torch.randn(1, 7, 8), MASK)
+    valid = valid_spans(MASK)
+    assert (grid[~valid] == NEG).all() and (grid[valid] > NEG / 2).all()
+    labels = torch.tensor([[[3, 5]]])
+    expected = F.cross_entropy(grid.reshape(1, -1), torch.tensor([3 * 7 + 5]))
+    assert head.loss(grid, MASK, labels).item() == pytest.approx(expected.item())
+    lp = head.span_scores(grid, MASK, None)
+    assert torch.logsumexp(lp[valid], 0).item() == pytest.approx(0.0, abs=1e-5)  # a distribution per window
+
+
+def test_efficient_globalpointer_is_a_globalpointer():
+    egp = EfficientGlobalPointer(8, head_size=4, loss="multilabel")
+    assert isinstance(egp, GlobalPointer) and egp.loss_type == "multilabel"
+
+
+def test_globalpointer_decode_argmax_and_length_limit():
+    head = GlobalPointer(8, head_size=4)
+    grid = torch.full((1, 7, 7), -3.0)
+    grid[0, 3, 5], grid[0, 4, 4], grid[0, 0, 0] = 5.0, 2.0, 1.0
+    grid = grid.masked_fill(~valid_spans(MASK), NEG)
+    s, e, _, null = top_spans(head.span_scores(grid, MASK, None), 1)
+    assert (s.item(), e.item()) == (3, 5)
+    s, e, _, _ = top_spans(head.span_scores(grid, MASK, 2), 1)
+    assert (s.item(), e.item()) == (4, 4)
+    ml = GlobalPointer(8, head_size=4, loss="multilabel")
+    assert ml.span_scores(grid, MASK, None)[0, 3, 5].item() == 5.0  # raw scores on the 0-threshold scale
+    _, _, _, null = top_spans(ml.span_scores(grid, MASK, None), 1)
+    assert null.item() == 1.0
+
+
+def test_multilabel_loss_by_hand():
+    grid = torch.tensor([[2.0, -1.0, 0.5, NEG]])
+    gold = torch.tensor([[True, False, True, False]])
+    expected = math.log(1 + math.exp(-1.0)) + math.log(1 + math.exp(-2.0) + math.exp(-0.5))
+    assert multilabel_ce(grid, gold).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_multilabel_head_uses_every_gold_and_stays_finite():
+    head = GlobalPointer(8, head_size=4, loss="multilabel")
+    grid = torch.zeros(2, 7, 7).masked_fill(~valid_spans(MASK.repeat(2, 1)), NEG)
+    labels = torch.tensor([[[3, 4], [5, 5]], [[0, 0], [-1, -1]]])  # two golds; one window with none
+    loss = head.loss(grid, MASK.repeat(2, 1), labels)
+    n_valid = int(valid_spans(MASK).sum())
+    by_hand = ((math.log(1 + (n_valid - 2)) + math.log(1 + 2)) + (math.log(1 + (n_valid - 1)) + math.log(2))) / 2
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_rotary_scores_depend_on_relative_position_only():
+    q = torch.randn(1, 1, 8).repeat(1, 6, 1)
+    k = torch.randn(1, 1, 8).repeat(1, 6, 1)
+    g = rotary(q) @ rotary(k).transpose(1, 2)
+    assert torch.allclose(g[0, 0, 2], g[0, 3, 5], atol=1e-5) and torch.allclose(g[0, 1, 1], g[0, 4, 4], atol=1e-5)
+    assert not torch.allclose(g[0, 0, 1], g[0, 0, 4], atol=1e-3)
+
+
+@pytest.mark.parametrize("make", [lambda: SoftmaxHead(16), lambda: GlobalPointer(16, head_size=8),
+                                  lambda: GlobalPointer(16, head_size=8, loss="multilabel"),
+                                  lambda: EfficientGlobalPointer(16, head_size=8)])
+def test_every_head_learns_a_fixed_span(make):
+    """A few optimizer steps on fixed inputs move the decoded span to the gold span."""
+    torch.manual_seed(0)
+    head = make()
+    hidden = torch.randn(4, 7, 16)
+    mask = MASK.repeat(4, 1)
+    labels = torch.tensor([[[4, 5]]] * 4)
+    opt = torch.optim.Adam(head.parameters(), 0.05)
+    for _ in range(60):
+        loss = head.loss(head(hidden, mask), mask, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    s, e, _, _ = top_spans(head.span_scores(head(hidden, mask), mask, None), 1)
+    assert s[:, 0].tolist() == [4] * 4 and e[:, 0].tolist() == [5] * 4
+
+
+def _window(idx, offsets):
+    n = len(offsets)
+    offs = np.array(offsets, np.int64)
+    return Window(idx, np.zeros(n, np.int64), np.zeros(n, np.int64), offs[:, 0] >= 0, offs)
+
+
+def test_postprocess_best_across_windows_and_null():
+    ctx = "甲乙丙丁戊己"
+    ex = Example("q1", "?", ctx, [], [])
+    w0 = _window(0, [(-1, -1), (0, 1), (1, 2), (2, 3)])
+    w1 = _window(0, [(-1, -1), (2, 3), (3, 4), (4, 5)])
+    starts = np.array([[1, 2], [2, 1]])
+    ends = np.array([[2, 3], [3, 1]])
+    scores = np.array([[-1.0, -3.0], [-0.5, -2.0]], np.float32)
+    null = np.array([-4.0, 2.0], np.float32)
+    preds, nbest = postprocess([ex], [w0, w1], starts, ends, scores, null, n_best=5)
+    assert preds == {"q1": "丁戊"}  # window 1's (2, 3) -> chars 3..5, the best score overall
+    assert [c["text"] for c in nbest["q1"]["candidates"]] == ["丁戊", "甲乙", "丙", "乙丙"]
+    assert nbest["q1"]["null_score"] == -4.0  # the smallest [CLS] score over windows
+    preds, _ = postprocess([ex], [w0, w1], starts, ends, scores, null, n_best=5, null_threshold=-4.0)
+    assert preds == {"q1": ""}  # -4 - (-0.5) = -3.5 > -4
