@@ -15,6 +15,7 @@ def collate(windows: list[Window], pad_id: int) -> dict[str, torch.Tensor]:
     token_type_ids = np.zeros((B, L), np.int64)
     attention_mask = np.zeros((B, L), np.int64)
     span_mask = np.zeros((B, L), bool)
+    question_match = np.zeros((B, L), np.int64)
     labels = np.full((B, K, 2), -1, np.int64)
     for b, w in enumerate(windows):
         n = len(w.input_ids)
@@ -22,10 +23,12 @@ def collate(windows: list[Window], pad_id: int) -> dict[str, torch.Tensor]:
         token_type_ids[b, :n] = w.token_type_ids
         attention_mask[b, :n] = 1
         span_mask[b, :n] = w.span_mask
+        if w.question_match is not None:
+            question_match[b, :n] = w.question_match
         labels[b, :len(w.labels)] = w.labels
     return {"input_ids": torch.from_numpy(input_ids), "token_type_ids": torch.from_numpy(token_type_ids),
             "attention_mask": torch.from_numpy(attention_mask), "span_mask": torch.from_numpy(span_mask),
-            "labels": torch.from_numpy(labels)}
+            "question_match": torch.from_numpy(question_match), "labels": torch.from_numpy(labels)}
 
 
 def batches(lengths: list[int], batch_size: int, *, shuffle: bool, seed: int = 0,

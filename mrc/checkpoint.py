@@ -1,4 +1,5 @@
-"""Best-checkpoint format: ``encoder/`` (HF, safetensors), ``tokenizer/``, ``head.safetensors``, ``mrc.yaml``.
+"""Best-checkpoint format: ``encoder/`` (HF, safetensors), ``tokenizer/``, ``span.safetensors`` (head and
+match embedding), ``mrc.yaml``.
 
 Everything loads without pickle: HF ``from_pretrained`` reads safetensors and the head weights go
 through ``safetensors.torch``; the config is plain YAML.
@@ -21,9 +22,10 @@ def save(path: str | Path, model: SpanModel, tokenizer, cfg: DictConfig) -> Path
     path.mkdir(parents=True, exist_ok=True)
     model.encoder.save_pretrained(path / "encoder", safe_serialization=True)
     tokenizer.save_pretrained(path / "tokenizer")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.head.state_dict().items()}
-    save_file(state, str(path / "head.safetensors"))
+    state = {k: v.detach().contiguous().cpu() for k, v in model.span_state().items()}
+    save_file(state, str(path / "span.safetensors"))
     keep = {"head": OmegaConf.to_container(cfg.head, resolve=True),
+            "model": OmegaConf.to_container(cfg.model, resolve=True),
             "data": {k: cfg.data[k] for k in ("max_len", "max_query_len", "doc_stride")},
             "decode": OmegaConf.to_container(cfg.decode, resolve=True)}
     OmegaConf.save(OmegaConf.create(keep), path / "mrc.yaml")
@@ -38,6 +40,10 @@ def load(path: str | Path, device: str = "cpu"):
     cfg = OmegaConf.load(path / "mrc.yaml")
     enc = from_checkpoint(path)
     head = instantiate(cfg.head, hidden_size=enc.hidden_size)
-    head.load_state_dict(load_file(str(path / "head.safetensors")))
-    model = SpanModel(enc.model, head).to(device).eval()
+    model = SpanModel(enc.model, head, **cfg.get("model", {}))
+    missing, unexpected = model.load_state_dict(load_file(str(path / "span.safetensors")), strict=False)
+    if unexpected or any(not k.startswith("encoder.") for k in missing):
+        raise ValueError(f"{path}: span.safetensors does not match the model (missing {missing}, "
+                         f"unexpected {unexpected})")
+    model = model.to(device).eval()
     return model, enc.tokenizer, cfg

@@ -31,6 +31,7 @@ class Window:
     span_mask: np.ndarray       # (L,) bool: [CLS] + context tokens
     offsets: np.ndarray         # (L, 2) int64, -1 outside the context
     labels: list[tuple[int, int]] = field(default_factory=lambda: [(0, 0)])
+    question_match: np.ndarray | None = None  # (L,) bool: context token whose id occurs in the question
 
 
 @dataclass
@@ -131,4 +132,7 @@ def _make_window(idx, head, ctx_ids, ctx_offs, sep, w0, w1, gold_tok) -> Window:
     offsets = np.full((length, 2), -1, np.int64)
     offsets[n_head:n_head + n_ctx] = ctx_offs
     labels = [(ts - w0 + n_head, te - w0 + n_head) for ts, te in gold_tok if ts >= w0 and te < w1]
-    return Window(idx, input_ids, token_type_ids, span_mask, offsets, list(dict.fromkeys(labels)) or [(0, 0)])
+    question_match = np.zeros(length, bool)
+    question_match[n_head:n_head + n_ctx] = np.isin(ctx_ids, head[1:-1])
+    return Window(idx, input_ids, token_type_ids, span_mask, offsets, list(dict.fromkeys(labels)) or [(0, 0)],
+                  question_match)

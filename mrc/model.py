@@ -6,21 +6,39 @@ from torch import nn
 
 
 class SpanModel(nn.Module):
-    """Runs the encoder once and hands its last hidden states to the head."""
+    """Runs the encoder once and hands its last hidden states to the head.
 
-    def __init__(self, encoder: nn.Module, head: nn.Module):
+    ``match_feature`` adds a learned embedding of "this context token also occurs in the question"
+    to the input embeddings (the exact-match feature of DrQA, Chen et al., 2017). It is zero-initialised,
+    so it starts as a no-op; it helps encoders trained from scratch find the question's words.
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, match_feature: bool = False):
         super().__init__()
         self.encoder, self.head = encoder, head
         # Encoders without segment embeddings (e.g. RoBERTa-style type_vocab_size=1) get no token types.
         self.use_token_types = getattr(encoder.config, "type_vocab_size", 0) > 1
+        self.match_embed = None
+        if match_feature:
+            self.match_embed = nn.Embedding(2, encoder.config.hidden_size)
+            nn.init.zeros_(self.match_embed.weight)
 
-    def forward(self, input_ids, attention_mask, token_type_ids, span_mask, **_):
+    def forward(self, input_ids, attention_mask, token_type_ids, span_mask, question_match=None, **_):
         """(B, L) inputs -> the head's scores."""
         kwargs = {"token_type_ids": token_type_ids} if self.use_token_types else {}
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        if self.match_embed is not None:
+            embeds = self.encoder.get_input_embeddings()(input_ids) + self.match_embed(question_match)
+            kwargs["inputs_embeds"] = embeds
+        else:
+            kwargs["input_ids"] = input_ids
+        hidden = self.encoder(attention_mask=attention_mask, **kwargs).last_hidden_state
         return self.head(hidden, span_mask)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Head loss on one collated batch."""
         scores = self(**batch)
         return self.head.loss(scores, batch["span_mask"], batch["labels"])
+
+    def span_state(self) -> dict[str, torch.Tensor]:
+        """Parameters outside the encoder (head, match embedding), for checkpoints."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}

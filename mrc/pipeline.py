@@ -131,7 +131,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> float:
     root, train, train_stats, splits = load_data(cfg)
     texts = [e.question for e in train] + list(dict.fromkeys(e.context for e in train))
     enc = instantiate(cfg.encoder, texts=texts)
-    model = SpanModel(enc.model, instantiate(cfg.head, hidden_size=enc.hidden_size)).to(device)
+    model = SpanModel(enc.model, instantiate(cfg.head, hidden_size=enc.hidden_size), **cfg.model).to(device)
     geometry = dict(max_len=cfg.data.max_len, max_query_len=cfg.data.max_query_len, doc_stride=cfg.data.doc_stride)
     train_windows, feat = build_windows(train, enc.tokenizer, training=True, **geometry)
     features = {"train": feat.as_dict()}
@@ -152,7 +152,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> float:
 
 def _fit_and_report(cfg, run_dir, model, tokenizer, train, train_windows, splits, device, amp, logger, data_info):
     tr, pad_id = cfg.trainer, tokenizer.pad_token_id
-    total = steps_per_epoch(len(train_windows), tr.batch_size, tr.grad_accum) * tr.epochs
+    total = steps_per_epoch(train_windows, tr) * tr.epochs
     opt, sched = build_optimizer(model, cfg.optim, total)
     best, best_f1, step, history, train_s, train_windows_seen = None, -1.0, 0, [], 0.0, 0
     eval_s = 0.0

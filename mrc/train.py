@@ -5,6 +5,7 @@ import logging
 import math
 import time
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -17,12 +18,13 @@ NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
 def build_optimizer(model, optim, total_steps: int):
-    """AdamW with four groups (encoder/head x decay/no-decay) and a warmup + linear decay schedule."""
+    """AdamW with four groups (encoder / everything else x decay / no-decay) and warmup + linear decay."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = []
     for part, lr in (("encoder", optim.encoder_lr), ("head", optim.head_lr)):
-        params = list(getattr(model, part).named_parameters())
+        params = [(n, p) for n, p in named if n.startswith("encoder.") == (part == "encoder")]
         for decay in (True, False):
-            chosen = [p for n, p in params if p.requires_grad and (not any(k in n for k in NO_DECAY)) == decay]
+            chosen = [p for n, p in params if (not any(k in n for k in NO_DECAY)) == decay]
             if chosen:
                 groups.append({"params": chosen, "lr": lr, "weight_decay": optim.weight_decay if decay else 0.0,
                                "name": f"{part}{'' if decay else '_no_decay'}"})
@@ -31,15 +33,26 @@ def build_optimizer(model, optim, total_steps: int):
     return opt, get_linear_schedule_with_warmup(opt, warmup, total_steps)
 
 
-def steps_per_epoch(n_windows: int, batch_size: int, grad_accum: int) -> int:
-    """Optimizer steps in one epoch (a last partial accumulation still steps)."""
-    return math.ceil(math.ceil(n_windows / batch_size) / grad_accum)
+def steps_per_epoch(windows: list[Window], trainer) -> int:
+    """Expected optimizer steps in one epoch (a last partial accumulation still steps)."""
+    n_null = sum(w.labels[0] == (0, 0) for w in windows)
+    n = len(windows) - n_null + round(n_null * min(trainer.null_window_keep, 1.0))
+    return math.ceil(math.ceil(n / trainer.batch_size) / trainer.grad_accum)
+
+
+def epoch_windows(windows: list[Window], keep: float, seed: int) -> list[Window]:
+    """All answer-bearing windows plus a fresh random ``keep`` share of the no-answer ones."""
+    if keep >= 1.0:
+        return windows
+    rng = np.random.default_rng(seed)
+    return [w for w in windows if w.labels[0] != (0, 0) or rng.random() < keep]
 
 
 def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer, pad_id: int, device,
                 amp_dtype, logger, step: int) -> tuple[dict, int]:
     """One pass over ``windows``; returns (epoch stats, global optimizer step)."""
     model.train()
+    windows = epoch_windows(windows, trainer.null_window_keep, trainer.seed * 1000 + epoch)
     order = batches([len(w.input_ids) for w in windows], trainer.batch_size, shuffle=True,
                     seed=trainer.seed * 1000 + epoch)
     total_loss, n_loss, seen, t0 = 0.0, 0, 0, time.perf_counter()

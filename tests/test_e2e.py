@@ -22,9 +22,10 @@ def compose_cfg(overrides, out_dir):
         return compose("config", overrides=[*overrides, f"paths.output_dir={out_dir}"])
 
 
-@pytest.mark.parametrize("head", ["softmax", "globalpointer", "efficient_globalpointer"])
-def test_demo_run_every_head(tmp_path, head):
-    cfg = compose_cfg(DEMO + [f"head={head}"], tmp_path)
+@pytest.mark.parametrize("head,match", [("softmax", False), ("globalpointer", False),
+                                        ("efficient_globalpointer", True)])
+def test_demo_run_every_head(tmp_path, head, match):
+    cfg = compose_cfg(DEMO + [f"head={head}", f"model.match_feature={match}"], tmp_path)
     f1 = run(cfg, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     split = metrics["splits"]["in_domain"]
@@ -69,7 +70,7 @@ def test_run_py_cli_writes_into_hydra_run_dir(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *DEMO, "head=globalpointer", "logger=wandb",
                            f"hydra.run.dir={run_dir}"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for rel in ("metrics.json", "config.yaml", "predictions/in_domain.json", "checkpoint/head.safetensors",
+    for rel in ("metrics.json", "config.yaml", "predictions/in_domain.json", "checkpoint/span.safetensors",
                 "checkpoint/encoder/model.safetensors", ".hydra/config.yaml"):
         assert (run_dir / rel).is_file(), rel
     assert list((run_dir / "wandb").glob("offline-run-*")), "W&B offline run files expected"

@@ -84,6 +84,9 @@ def test_span_mask_and_layout(tokenizer):
         assert (w.span_mask == expected).all()
         assert (w.token_type_ids[:sep[0] + 1] == 0).all() and (w.token_type_ids[sep[0] + 1:] == 1).all()
         assert (w.offsets[~expected] == -1).all() and (w.offsets[expected][1:] >= 0).all()
+        q_ids = set(ids[1:sep[0]])
+        flags = [bool(w.span_mask[k] and k > 0 and ids[k] in q_ids) for k in range(len(ids))]
+        assert w.question_match.tolist() == flags and any(flags)  # 首/都/是 occur in the question
 
 
 def test_windows_cover_context_with_exact_overlap(tokenizer):

@@ -1,0 +1,54 @@
+"""Encoder factories: offline tiny BERT (vocabulary, init) and clear errors for unloadable encoders."""
+import pytest
+import torch
+
+from mrc.encoder import build_vocab, pretrained, sinusoidal_positions, tiny_bert
+from tests.conftest import FIXTURE_TEXTS
+
+
+def test_built_vocab_is_deterministic_and_covers_every_character():
+    v1, v2 = build_vocab(FIXTURE_TEXTS, 300), build_vocab(list(FIXTURE_TEXTS), 300)
+    assert v1 == v2 and len(v1) == len(set(v1)) and v1[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert {"北", "京", "i", "##p", "cupertino"} <= set(v1)
+    assert len(build_vocab(FIXTURE_TEXTS, 10)) < len(v1)  # whole words only fill the room that is left
+
+
+def test_tiny_tokenizer_round_trips_mixed_text():
+    enc = tiny_bert(texts=FIXTURE_TEXTS, layers=1, hidden_size=16, heads=2, intermediate_size=32)
+    text = "2019年iPhone 11在Cupertino发布"
+    e = enc.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    assert enc.tokenizer.unk_token_id not in e["input_ids"]
+    assert "".join(text[a:b] for a, b in e["offset_mapping"]) == text.replace(" ", "")
+    assert enc.model.config.vocab_size == len(enc.tokenizer)
+
+
+def test_tiny_init_is_seeded_and_positions_sinusoidal():
+    kw = dict(texts=FIXTURE_TEXTS, layers=1, hidden_size=16, heads=2, intermediate_size=32)
+    a, b, c = tiny_bert(seed=1, **kw), tiny_bert(seed=1, **kw), tiny_bert(seed=2, **kw)
+    wa, wb, wc = (m.model.encoder.layer[0].attention.self.query.weight for m in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+    pos = a.model.embeddings.position_embeddings.weight
+    ref = sinusoidal_positions(pos.shape[0], 16)
+    assert torch.allclose(pos / pos.std(), ref / ref.std(), atol=1e-4)
+    rnd = tiny_bert(position_init="random", **kw).model.embeddings.position_embeddings.weight
+    assert not torch.allclose(rnd / rnd.std(), ref / ref.std(), atol=1e-2)
+    with pytest.raises(ValueError, match="position_init"):
+        tiny_bert(position_init="learned", **kw)
+
+
+def test_tiny_needs_texts_or_vocab(tmp_path):
+    with pytest.raises(ValueError, match="vocab"):
+        tiny_bert(texts=None)
+    with pytest.raises(FileNotFoundError, match="vocab_file"):
+        tiny_bert(vocab_file=str(tmp_path / "missing.txt"))
+
+
+def test_pretrained_loads_a_local_directory_and_fails_clearly_offline(tmp_path):
+    enc = tiny_bert(texts=FIXTURE_TEXTS, layers=1, hidden_size=16, heads=2, intermediate_size=32)
+    enc.model.save_pretrained(tmp_path / "m")
+    enc.tokenizer.save_pretrained(tmp_path / "m")
+    loaded = pretrained(str(tmp_path / "m"), local_files_only=True)
+    assert loaded.hidden_size == 16 and loaded.tokenizer.is_fast
+    assert loaded.tokenizer("北京")["input_ids"] == enc.tokenizer("北京")["input_ids"]
+    with pytest.raises(OSError, match="encoder=tiny"):
+        pretrained("hfl/chinese-roberta-wwm-ext", local_files_only=True, cache_dir=str(tmp_path / "empty"))
