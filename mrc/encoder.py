@@ -136,6 +136,9 @@ def sinusoidal_positions(n: int, dim: int):
 def from_checkpoint(path: str | Path) -> Encoder:
     """Encoder and tokenizer saved by :func:`mrc.checkpoint.save` (no network)."""
     path = Path(path)
-    model = AutoModel.from_pretrained(path / "encoder", local_files_only=True)
+    try:  # saved without a pooler; don't build one just to drop it
+        model = AutoModel.from_pretrained(path / "encoder", local_files_only=True, add_pooling_layer=False)
+    except TypeError:
+        model = AutoModel.from_pretrained(path / "encoder", local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True, use_fast=True)
     return Encoder(_drop_pooler(model), tokenizer)
