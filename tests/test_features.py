@@ -33,7 +33,7 @@ def units(draw):
             prev_word = False
     i = draw(st.integers(0, len(out) - 1))
     j = draw(st.integers(i, min(len(out) - 1, i + 6)))
-    while out[i] == " ":
+    while i <= j and out[i] == " ":
         i += 1
     while j >= i and out[j] == " ":
         j -= 1
