@@ -197,3 +197,28 @@ def evaluate(gold: list[GoldQuestion], predictions: dict[str, str]) -> tuple[dic
 
     summary = {"F1": pct("f1"), "EM": pct("em"), "TOTAL": total, "SKIP": skip}
     return summary, per_question
+
+
+def _group(per_question: dict, ids: list[str]) -> dict:
+    """F1/EM in percent (3 decimals) and TOTAL over the given question ids."""
+    n = len(ids)
+    return {"F1": round(100.0 * sum(per_question[i]["f1"] for i in ids) / n, 3),
+            "EM": round(100.0 * sum(per_question[i]["em"] for i in ids) / n, 3), "TOTAL": n}
+
+
+def breakdown(gold: list[GoldQuestion], per_question: dict) -> dict:
+    """Scores per question ``type`` (``by_type``) and for answerable / unanswerable questions
+    (``HasAns`` / ``NoAns``); a grouping is present only when the reference file has it."""
+    out: dict = {}
+    types: dict[str, list[str]] = {}
+    for q in gold:
+        if q.qtype is not None:
+            types.setdefault(q.qtype, []).append(q.id)
+    if types:
+        out["by_type"] = {t: _group(per_question, ids) for t, ids in sorted(types.items())}
+    if any(q.is_impossible for q in gold):
+        for name, flag in (("HasAns", False), ("NoAns", True)):
+            ids = [q.id for q in gold if q.is_impossible == flag]
+            if ids:
+                out[name] = _group(per_question, ids)
+    return out

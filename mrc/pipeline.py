@@ -19,7 +19,7 @@ from .data import Example, load_squad
 from .download import resolve_data_root
 from .features import Window, build_windows
 from .inference import postprocess, score_windows
-from .metric import GoldQuestion, evaluate, load_references
+from .metric import GoldQuestion, breakdown, evaluate, load_references
 from .model import SpanModel
 from .train import build_optimizer, steps_per_epoch, train_epoch
 
@@ -105,8 +105,19 @@ def evaluate_split(model, split: Split, cfg: DictConfig, device, pad_id, amp) ->
                                null_threshold=dec.null_threshold)
     seconds = time.perf_counter() - t0
     summary, per_q = evaluate(split.gold, preds)
+    summary.update(breakdown(split.gold, per_q))
     summary.update(seconds=round(seconds, 3), examples_per_s=round(len(split.examples) / seconds, 2))
     return {"summary": summary, "per_question": per_q, "predictions": preds, "nbest": nbest}
+
+
+def eval_scalars(split: str, summary: dict) -> dict[str, float]:
+    """W&B keys for one split: eval/<split>/{f1,em}, eval/<split>/<type>/{f1,em}, eval/<split>/hasans/f1, ..."""
+    out = {f"eval/{split}/{k.lower()}": summary[k] for k in ("F1", "EM")}
+    groups = {**summary.get("by_type", {}), **{g: summary[g] for g in ("HasAns", "NoAns") if g in summary}}
+    for name, g in groups.items():
+        out.update({f"eval/{split}/{name.lower() if name in ('HasAns', 'NoAns') else name}/{k.lower()}": g[k]
+                    for k in ("F1", "EM")})
+    return out
 
 
 def write_json(path: Path, obj) -> None:
@@ -167,7 +178,7 @@ def _fit_and_report(cfg, run_dir, model, tokenizer, train, train_windows, splits
                **{f"{n}/{k}": r["summary"][k] for n, r in results.items() for k in ("F1", "EM")}}
         history.append(row)
         logger.log({"epoch": epoch, "train/epoch_loss": ep["loss"],
-                    **{f"eval/{n}/{k.lower()}": r["summary"][k] for n, r in results.items() for k in ("F1", "EM")}},
+                    **{k: v for n, r in results.items() for k, v in eval_scalars(n, r["summary"]).items()}},
                    step=step)
         log.info("epoch %d: loss %.4f, %s", epoch, ep["loss"],
                  ", ".join(f"{n} F1 {r['summary']['F1']:.2f} EM {r['summary']['EM']:.2f}" for n, r in results.items()))

@@ -30,6 +30,8 @@ def test_demo_run_every_head(tmp_path, head, match):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     split = metrics["splits"]["in_domain"]
     assert split["TOTAL"] == 24 and split["SKIP"] == 0 and f1 == split["F1"]
+    assert sum(g["TOTAL"] for g in split["by_type"].values()) == 24  # demo questions carry a relation type
+    assert "NoAns" not in split  # every demo question is answerable
     used = metrics["train"]["windows_trained"]  # every answer window + a 20 % sample of the others
     assert metrics["best_epoch"] == 1 and metrics["train"]["steps"] == -(-used // 16)
     assert 0.2 * metrics["train"]["windows"] < used < metrics["train"]["windows"]

@@ -184,3 +184,16 @@ def test_cli_errors_exit_2(tmp_path, case):
     assert len(res.stderr.strip().splitlines()) == 1 and res.stdout == ""
     if case == "nonstring":
         assert "q1" in res.stderr
+
+
+def test_breakdown_by_type_and_answerability():
+    from mrc.metric import GoldQuestion, breakdown, evaluate
+
+    gold = [GoldQuestion("a", ("北京",), False, "vocab"), GoldQuestion("b", ("上海",), False, "vocab"),
+            GoldQuestion("c", (), True, "typo"), GoldQuestion("d", (), True, "typo")]
+    _, per_q = evaluate(gold, {"a": "北京", "b": "北京", "c": "", "d": "x"})
+    out = breakdown(gold, per_q)
+    assert out["by_type"] == {"typo": {"F1": 50.0, "EM": 50.0, "TOTAL": 2}, "vocab": {"F1": 50.0, "EM": 50.0, "TOTAL": 2}}
+    assert out["HasAns"] == {"F1": 50.0, "EM": 50.0, "TOTAL": 2} and out["NoAns"] == {"F1": 50.0, "EM": 50.0, "TOTAL": 2}
+    plain = [GoldQuestion("a", ("北京",), False)]
+    assert breakdown(plain, evaluate(plain, {"a": "北"})[1]) == {}

@@ -77,3 +77,13 @@ def test_collate_pads_and_masks():
     assert out["span_mask"][0].tolist() == [True, True, True, False, False]
     assert out["labels"][0].tolist() == [[1, 2], [-1, -1]] and out["labels"][1].tolist() == [[3, 3], [4, 4]]
     assert out["input_ids"].dtype == torch.int64
+
+
+def test_eval_scalars_names():
+    from mrc.pipeline import eval_scalars
+
+    summary = {"F1": 50.0, "EM": 40.0, "by_type": {"vocab": {"F1": 1.0, "EM": 2.0, "TOTAL": 3}},
+               "NoAns": {"F1": 3.0, "EM": 4.0, "TOTAL": 1}}
+    assert eval_scalars("checklist", summary) == {
+        "eval/checklist/f1": 50.0, "eval/checklist/em": 40.0, "eval/checklist/vocab/f1": 1.0,
+        "eval/checklist/vocab/em": 2.0, "eval/checklist/noans/f1": 3.0, "eval/checklist/noans/em": 4.0}
