@@ -1,0 +1,1 @@
+"""Robustness splits built from a source split (over-sensitivity, over-stability)."""
