@@ -20,6 +20,7 @@ from .download import resolve_data_root
 from .features import Window, build_windows
 from .inference import postprocess, score_windows
 from .metric import GoldQuestion, breakdown, evaluate, load_references
+from .splits import input_paths, materialise, robustness_metrics, split_specs
 from .model import SpanModel
 from .train import build_optimizer, steps_per_epoch, train_epoch
 
@@ -35,6 +36,7 @@ class Split:
     examples: list[Example]
     gold: list[GoldQuestion]
     stats: dict
+    spec: dict = field(default_factory=dict)
     windows: list[Window] = field(default_factory=list)
 
 
@@ -50,20 +52,11 @@ def pick_device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
-def split_specs(data: DictConfig) -> dict[str, dict]:
-    """Normalise ``data.eval`` entries (a path string or {path, optional}) to dicts."""
-    out = {}
-    for name, spec in (data.eval or {}).items():
-        spec = {"path": spec} if isinstance(spec, str) else OmegaConf.to_container(spec, resolve=True)
-        out[name] = {"optional": False, **spec}
-    return out
-
-
-def load_data(cfg: DictConfig):
-    """Resolve the data root, run the data preparer, load training examples and eval splits."""
+def load_data(cfg: DictConfig, run_dir: Path):
+    """Resolve the data root, run the data preparer, load training examples and build/load eval splits."""
     root = resolve_data_root(cfg.data.root)
-    specs = split_specs(cfg.data)
-    needed = list(cfg.data.train) + [s["path"] for s in specs.values()]
+    specs = split_specs(cfg.data.eval)
+    needed = list(cfg.data.train) + input_paths(specs)
     if cfg.data.get("prepare"):
         instantiate(cfg.data.prepare, root=root, needed=needed)
     train, train_stats = [], []
@@ -75,9 +68,8 @@ def load_data(cfg: DictConfig):
         train = train[:cfg.data.limit_train]
     splits = {}
     for name, spec in specs.items():
-        path = root / spec["path"]
-        if spec["optional"] and not path.is_file():
-            log.warning("eval split %s: %s not found; skipped", name, path)
+        path, build_counts = materialise(name, spec, root, run_dir)
+        if path is None:
             continue
         examples, stats = load_squad(path, training=False)
         gold = load_references(path)
@@ -85,7 +77,8 @@ def load_data(cfg: DictConfig):
             examples = examples[:cfg.data.limit_eval]
             keep = {e.id for e in examples}
             gold = [g for g in gold if g.id in keep]
-        splits[name] = Split(name, path, examples, gold, stats.as_dict())
+        stats = stats.as_dict() | ({"build": build_counts} if build_counts else {})
+        splits[name] = Split(name, path, examples, gold, stats, spec)
     if cfg.data.in_domain not in splits:
         raise ValueError(f"data.in_domain={cfg.data.in_domain!r} is not among the loaded eval splits "
                          f"{sorted(splits)}")
@@ -113,6 +106,7 @@ def evaluate_split(model, split: Split, cfg: DictConfig, device, pad_id, amp) ->
 def eval_scalars(split: str, summary: dict) -> dict[str, float]:
     """W&B keys for one split: eval/<split>/{f1,em}, eval/<split>/<type>/{f1,em}, eval/<split>/hasans/f1, ..."""
     out = {f"eval/{split}/{k.lower()}": summary[k] for k in ("F1", "EM")}
+    out.update({f"eval/{split}/{k}": summary[k] for k in ("consistency", "distractor_capture") if k in summary})
     groups = {**summary.get("by_type", {}), **{g: summary[g] for g in ("HasAns", "NoAns") if g in summary}}
     for name, g in groups.items():
         out.update({f"eval/{split}/{name.lower() if name in ('HasAns', 'NoAns') else name}/{k.lower()}": g[k]
@@ -139,7 +133,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> float:
     seed_everything(cfg.seed)
     device = pick_device(cfg.trainer.device)
     amp = torch.bfloat16 if device.startswith("cuda") and cfg.trainer.bf16 else None
-    root, train, train_stats, splits = load_data(cfg)
+    root, train, train_stats, splits = load_data(cfg, run_dir)
     texts = [e.question for e in train] + list(dict.fromkeys(e.context for e in train))
     enc = instantiate(cfg.encoder, texts=texts)
     model = SpanModel(enc.model, instantiate(cfg.head, hidden_size=enc.hidden_size), **cfg.model).to(device)
@@ -172,6 +166,9 @@ def _fit_and_report(cfg, run_dir, model, tokenizer, train, train_windows, splits
                                device=device, amp_dtype=amp, logger=logger, step=step)
         train_s, train_windows_seen = train_s + ep["seconds"], train_windows_seen + ep["windows"]
         results = {n: evaluate_split(model, s, cfg, device, pad_id, amp) for n, s in splits.items()}
+        preds = {n: r["predictions"] for n, r in results.items()}
+        for n, s in splits.items():
+            results[n]["summary"].update(robustness_metrics(n, s.spec, s.path, preds))
         eval_s += sum(r["summary"]["seconds"] for r in results.values())
         f1 = results[cfg.data.in_domain]["summary"]["F1"]
         row = {"epoch": epoch, "loss": round(ep["loss"], 5),

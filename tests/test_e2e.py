@@ -107,6 +107,11 @@ def test_dureader_robust_smoke(tmp_path):
                               f"encoder.vocab_file={vocab if vocab.is_file() else 'null'}"], tmp_path)
     run(cfg, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["splits"]["in_domain"]["TOTAL"] == 40
+    splits = metrics["splits"]
+    assert set(splits) == {"in_domain", "over_sensitivity", "over_stability", "generalization", "checklist"}
+    assert all(s["TOTAL"] == 40 for s in splits.values())
+    assert 0 <= splits["over_sensitivity"]["consistency"] <= 100 and "distractor_capture" in splits["over_stability"]
+    assert metrics["data"]["eval"]["over_stability"]["build"]["total"] == 1417
+    assert (tmp_path / "splits" / "over_stability.json").is_file()
     assert metrics["data"]["train"][0]["kept"] == 100
     assert len(json.loads((tmp_path / "predictions" / "in_domain.json").read_text())) == 40

@@ -1,0 +1,193 @@
+"""Over-sensitivity split (DuReader-robust style): meaning-preserving rewrites of each question.
+
+Contexts and answers are never touched; only the question text changes, one rule per question,
+chosen deterministically from (seed, question id) so that a split can be rebuilt exactly.
+"""
+import copy
+import random
+import re
+
+RULES = ("interrogative", "synonym", "word_order", "typo", "punctuation")
+
+_CJK = "\u4e00-\u9fff"
+_CJK_RE = re.compile(f"[{_CJK}]")
+
+# Groups of interchangeable question words. Single-member groups are never rewritten: they exist so
+# that longest-first matching claims them and a shorter word inside them (怎么 in 怎么样, 几 in 几乎)
+# is not rewritten into nonsense.
+_INTERROGATIVES = (
+    ("哪一年", "哪年", "什么时候", "何时"), ("多少", "几"), ("是什么", "是啥"), ("哪里", "哪儿", "什么地方"),
+    ("为什么", "为何"), ("怎么", "如何", "怎样"), ("谁", "哪位"), ("多久", "多长时间"), ("多大", "多少岁"),
+    ("是什么时候", "是何时"), ("是什么地方", "是哪里"), ("怎么样",), ("几乎",),
+)
+# Word pairs that can stand in for each other inside a question without changing what is asked.
+_SYNONYMS = (
+    ("电脑", "计算机"), ("手机", "移动电话"), ("价格", "价钱"), ("大约", "大概"), ("喜欢", "喜爱"),
+    ("最好", "最佳"), ("方法", "办法"), ("医生", "大夫"), ("孩子", "小孩"), ("现在", "目前"),
+    ("马上", "立刻"), ("漂亮", "美丽"), ("爸爸", "父亲"), ("妈妈", "母亲"), ("一共", "总共"),
+    ("附近", "周边"), ("特别", "尤其"), ("告诉", "告知"), ("知道", "晓得"), ("电影", "影片"),
+    ("自行车", "单车"), ("出租车", "的士"), ("房子", "房屋"), ("朋友", "友人"), ("老师", "教师"),
+    ("城市", "都市"), ("地址", "住址"), ("年龄", "岁数"), ("图片", "照片"), ("因为", "由于"),
+    ("但是", "可是"), ("如果", "假如"), ("非常", "十分"), ("必须", "务必"), ("仍然", "依然"),
+    ("经常", "常常"), ("迅速", "快速"), ("区别", "差别"), ("原因", "缘故"), ("便宜", "廉价"),
+    ("费用", "花费"), ("能够", "可以"), ("小孩子",),
+)
+# Homophone / look-alike characters that a hurried typist confuses; readers still recover the meaning.
+_HOMOPHONES = (
+    "账帐", "象像", "即既", "的得", "的地", "在再", "做作", "已以", "到道", "部步", "座坐",
+    "带戴", "园圆", "须需", "幅副", "练炼", "辨辩", "历厉", "迹绩", "型形", "份分", "候侯",
+)
+_TYPO_MAP: dict = {}
+for _a, _b in _HOMOPHONES:
+    _TYPO_MAP.setdefault(_a, []).append(_b)
+    _TYPO_MAP.setdefault(_b, []).append(_a)
+
+
+def _alternatives(groups):
+    """Map each word to the other members of its group."""
+    return {w: [o for o in g if o != w] for g in groups for w in g}
+
+
+_INTERROGATIVE_ALTS = _alternatives(_INTERROGATIVES)
+_SYNONYM_ALTS = _alternatives(_SYNONYMS)
+
+
+def _matches(text, alts):
+    """Non-overlapping (start, word) occurrences, longest word first at each position, left to right."""
+    words = sorted(alts, key=len, reverse=True)
+    found, i = [], 0
+    while i < len(text):
+        word = next((w for w in words if text.startswith(w, i)), None)
+        if word is None:
+            i += 1
+        else:
+            found.append((i, word))
+            i += len(word)
+    return found
+
+
+def _replace_word(question, rng, alts):
+    candidates = [(i, w) for i, w in _matches(question, alts) if alts[w]]
+    if not candidates:
+        return None
+    i, word = rng.choice(candidates)
+    return question[:i] + rng.choice(alts[word]) + question[i + len(word):]
+
+
+def _interrogative(question, rng):
+    return _replace_word(question, rng, _INTERROGATIVE_ALTS)
+
+
+def _synonym(question, rng):
+    return _replace_word(question, rng, _SYNONYM_ALTS)
+
+
+# "A和B" with A at the start (or after 请问 / punctuation) and B ending before a particle, a question
+# word or punctuation: the coordination is then clearly just the two nouns, so swapping them is safe.
+_AND_RE = re.compile(f"(请问|^|[^{_CJK}])(?!请问)([{_CJK}]{{1,4}}?)和([{_CJK}]{{1,4}}?)(?=的|是|有|之间|谁|哪|[^{_CJK}]|$)")
+
+
+def _word_order(question, rng):
+    options = []
+    if question.count("和") == 1:
+        m = _AND_RE.search(question)
+        if m and m.group(2) != m.group(3):
+            a0, b1 = m.start(2), m.end(3)
+            options.append(question[:a0] + m.group(3) + "和" + m.group(2) + question[b1:])
+    if question.startswith("请问"):
+        rest = question[2:].lstrip("，, ")
+        if _CJK_RE.search(rest):
+            options.append(rest)  # drop the courtesy prefix
+            body, tail = (rest[:-1], rest[-1]) if rest[-1] in "？?" else (rest, "")
+            options.append(f"{body}，请问{tail}")  # move it to the end, as in speech
+    elif _CJK_RE.match(question):
+        options.append("请问" + question)
+    options = [o for o in options if o != question]
+    return rng.choice(options) if options else None
+
+
+def _typo(question, rng):
+    if len(_CJK_RE.findall(question)) < 4:
+        return None
+    # Characters inside a question word stay intact: a typo there could change what is asked.
+    protected = set()
+    for i, word in _matches(question, _INTERROGATIVE_ALTS):
+        protected.update(range(i, i + len(word)))
+    free = [i for i, c in enumerate(question) if _CJK_RE.match(c) and i not in protected]
+    free_set = set(free)
+    swaps = [i for i in free if i + 1 in free_set and question[i] != question[i + 1]]
+    subs = [i for i in free if question[i] in _TYPO_MAP]
+    options = [("swap", i) for i in swaps] + [("sub", i) for i in subs]
+    if not options:
+        return None
+    kind, i = rng.choice(options)
+    if kind == "swap":
+        return question[:i] + question[i + 1] + question[i] + question[i + 2:]
+    return question[:i] + rng.choice(_TYPO_MAP[question[i]]) + question[i + 1:]
+
+
+def _punctuation(question, rng):
+    if not _CJK_RE.search(question):
+        return None
+    last = question[-1]
+    if last in "？?":
+        other = "?" if last == "？" else "？"
+        options = [question[:-1] + other]
+        if _CJK_RE.search(question[:-1]):
+            options.append(question[:-1])
+    else:
+        options = [question + "？", question + "?"]
+    # One stray space between two visible characters (never doubling an existing space).
+    options += [question[:i] + " " + question[i:] for i in range(1, len(question))
+                if not question[i - 1].isspace() and not question[i].isspace()]
+    return rng.choice(options)
+
+
+_RULE_FUNCS = {"interrogative": _interrogative, "synonym": _synonym, "word_order": _word_order,
+               "typo": _typo, "punctuation": _punctuation}
+
+
+def rewrite(question, rng, rules=RULES):
+    """Rewrite ``question`` with the first applicable rule in a seeded random order: (new, rule) or None."""
+    unknown = [r for r in rules if r not in _RULE_FUNCS]
+    if unknown:
+        raise ValueError(f"unknown over-sensitivity rule(s): {unknown}; known: {list(RULES)}")
+    if not question or not question.strip():
+        return None
+    for rule in rng.sample(list(rules), len(rules)):
+        new = _RULE_FUNCS[rule](question, rng)
+        if new and new.strip() and new != question:
+            return new, rule
+    return None
+
+
+def build_over_sensitivity(src, seed=0, rules=RULES):
+    """Deep-copy a SQuAD dict with each question rewritten; returns (built dict, counts)."""
+    out = copy.deepcopy(src)
+    counts = {"total": 0, "changed": 0, "unchanged": 0, "by_rule": {r: 0 for r in rules}}
+    for article in out.get("data", []):
+        for para in article.get("paragraphs", []):
+            for qa in para.get("qas", []):
+                original = qa.get("question", "")
+                # String seeds hash stably across processes (unlike hash()), so a split rebuilds exactly.
+                rng = random.Random(f"{seed}:{qa.get('id')}")
+                result = rewrite(original, rng, rules)
+                qa["original_question"] = original
+                counts["total"] += 1
+                if result is None:
+                    qa["rule"] = "unchanged"
+                    counts["unchanged"] += 1
+                else:
+                    qa["question"], qa["rule"] = result
+                    counts["changed"] += 1
+                    counts["by_rule"][result[1]] += 1
+    return out, counts
+
+
+def consistency(original_preds, rewritten_preds):
+    """Percent (3 decimals) of ids in both prediction maps whose answers are identical; 0.0 if none."""
+    common = set(original_preds) & set(rewritten_preds)
+    if not common:
+        return 0.0
+    same = sum(original_preds[i] == rewritten_preds[i] for i in common)
+    return round(100.0 * same / len(common), 3)

@@ -1,0 +1,81 @@
+"""The evaluation split registry: ``data.eval`` entries are files or builders applied to a source file.
+
+Entry forms (paths relative to the data root)::
+
+    in_domain: dureader_robust/dev.json                       # a file
+    checklist: {path: dureader_checklist/dev.json, optional: true}
+    over_stability:                                           # a builder applied to a source file
+      source: dureader_robust/dev.json
+      builder: {_target_: mrc.robustness.over_stability.build_over_stability, _partial_: true, seed: 0}
+    over_sensitivity:
+      source: dureader_robust/dev.json
+      builder: {...}
+      consistency_with: in_domain                            # also report prediction consistency
+
+Built splits are written to ``<run dir>/splits/<name>.json`` (inspect or share them) with their counts.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from .data import read_json
+from .robustness.over_stability import distractor_capture
+
+log = logging.getLogger(__name__)
+
+
+def split_specs(eval_cfg) -> dict[str, dict]:
+    """Normalise ``data.eval`` entries to dicts with ``optional`` set."""
+    out = {}
+    for name, spec in (eval_cfg or {}).items():
+        spec = {"path": spec} if isinstance(spec, str) else OmegaConf.to_container(spec, resolve=False)
+        if ("path" in spec) == ("source" in spec and "builder" in spec):
+            raise ValueError(f"data.eval.{name}: give either 'path' or both 'source' and 'builder'")
+        out[name] = {"optional": False, **spec}
+    return out
+
+
+def input_paths(specs: dict[str, dict]) -> list[str]:
+    """Files the splits read (for data preparers such as downloads)."""
+    return [s.get("path") or s["source"] for s in specs.values()]
+
+
+def materialise(name: str, spec: dict, root: Path, run_dir: Path) -> tuple[Path | None, dict | None]:
+    """Path of the split's SQuAD file (building it if needed) and the builder's counts; None if skipped."""
+    src = root / (spec.get("path") or spec["source"])
+    if not src.is_file():
+        if spec["optional"]:
+            log.warning("eval split %s: %s not found; skipped", name, src)
+            return None, None
+        raise FileNotFoundError(f"eval split {name}: {src} not found")
+    if "builder" not in spec:
+        return src, None
+    build = instantiate(OmegaConf.create(spec["builder"]))
+    built, counts = build(read_json(src))
+    out = run_dir / "splits" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(built, ensure_ascii=False), encoding="utf-8")
+    log.info("eval split %s: built from %s -> %s %s", name, src, out, counts)
+    return out, counts
+
+
+def robustness_metrics(name: str, spec: dict, path: Path, predictions: dict[str, dict[str, str]]) -> dict:
+    """Consistency with another split's predictions and/or distractor capture, where they apply."""
+    out = {}
+    other = spec.get("consistency_with")
+    if other:
+        from .robustness.over_sensitivity import consistency
+
+        if other not in predictions:
+            raise ValueError(f"data.eval.{name}.consistency_with={other!r} is not an evaluated split")
+        out["consistency"] = consistency(predictions[other], predictions[name])
+    if "builder" in spec:
+        built = read_json(path)
+        if any("distractor" in q for a in built["data"] for p in a["paragraphs"] for q in p["qas"]):
+            out["distractor_capture"] = distractor_capture(built, predictions[name])
+    return out

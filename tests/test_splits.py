@@ -1,0 +1,39 @@
+"""The eval split registry: entry forms, optional files, built splits and their metrics."""
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from mrc.splits import input_paths, materialise, robustness_metrics, split_specs
+
+BUILDER = {"_target_": "mrc.robustness.over_stability.build_over_stability", "_partial_": True, "seed": 0}
+
+
+def test_entry_forms_and_validation():
+    specs = split_specs(OmegaConf.create({"a": "x.json", "b": {"path": "y.json", "optional": True},
+                                          "c": {"source": "x.json", "builder": BUILDER}}))
+    assert specs["a"] == {"optional": False, "path": "x.json"} and specs["b"]["optional"] is True
+    assert input_paths(specs) == ["x.json", "y.json", "x.json"]
+    with pytest.raises(ValueError, match="either 'path' or both"):
+        split_specs(OmegaConf.create({"bad": {"source": "x.json"}}))
+
+
+def test_missing_files(tmp_path):
+    assert materialise("b", {"path": "nope.json", "optional": True}, tmp_path, tmp_path) == (None, None)
+    with pytest.raises(FileNotFoundError, match="eval split a: .*nope.json"):
+        materialise("a", {"path": "nope.json", "optional": False}, tmp_path, tmp_path)
+
+
+def test_built_split_is_written_and_scored(tmp_path):
+    src = {"data": [{"paragraphs": [{"context": "北京的人口约为2189万人。", "qas": [
+        {"id": "q", "question": "北京的人口是多少？", "answers": [{"text": "2189万人", "answer_start": 6}]}]}]}]}
+    (tmp_path / "dev.json").write_text(json.dumps(src, ensure_ascii=False), encoding="utf-8")
+    spec = {"source": "dev.json", "builder": BUILDER, "optional": False, "consistency_with": "in_domain"}
+    path, counts = materialise("over_stability", spec, tmp_path, tmp_path / "run")
+    assert path == tmp_path / "run" / "splits" / "over_stability.json" and counts["changed"] == 1
+    built = json.loads(path.read_text(encoding="utf-8"))
+    fake = built["data"][0]["paragraphs"][0]["qas"][0]["distractor"]["fake_answer"]
+    preds = {"in_domain": {"q": "2189万人"}, "over_stability": {"q": fake}}
+    assert robustness_metrics("over_stability", spec, path, preds) == {"consistency": 0.0, "distractor_capture": 100.0}
+    with pytest.raises(ValueError, match="consistency_with"):
+        robustness_metrics("x", {"consistency_with": "nope"}, path, {"x": {}})
