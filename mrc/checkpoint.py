@@ -16,8 +16,9 @@ from .encoder import from_checkpoint
 from .model import SpanModel
 
 
-def save(path: str | Path, model: SpanModel, tokenizer, cfg: DictConfig) -> Path:
-    """Write the model, tokenizer and the config needed to rebuild the head and windows."""
+def save(path: str | Path, model: SpanModel, tokenizer, cfg: DictConfig, null_threshold="config") -> Path:
+    """Write the model, tokenizer and the config needed to rebuild the head and windows
+    (``null_threshold``: the value to store when it was tuned during the run)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model.encoder.save_pretrained(path / "encoder", safe_serialization=True)
@@ -28,6 +29,8 @@ def save(path: str | Path, model: SpanModel, tokenizer, cfg: DictConfig) -> Path
             "model": OmegaConf.to_container(cfg.model, resolve=True),
             "data": {k: cfg.data[k] for k in ("max_len", "max_query_len", "doc_stride")},
             "decode": OmegaConf.to_container(cfg.decode, resolve=True)}
+    if null_threshold != "config":
+        keep["decode"]["null_threshold"] = null_threshold
     OmegaConf.save(OmegaConf.create(keep), path / "mrc.yaml")
     return path
 

@@ -131,7 +131,7 @@ def _parse_question(qa: object, path, where: str) -> GoldQuestion:
             texts.append(ans["text"])
     flag = qa.get("is_impossible", False)
     _expect(isinstance(flag, bool), path, where, "'is_impossible' must be true or false")
-    qtype = qa.get("type")
+    qtype = qa.get("type") or qa.get("rule")  # built splits record their rewrite rule
     _expect(qtype is None or isinstance(qtype, str), path, where, "'type' must be a string")
     impossible = flag or not texts
     # An impossible question only accepts "", so plausible texts are dropped.

@@ -20,6 +20,7 @@ from .download import resolve_data_root
 from .features import Window, build_windows
 from .inference import postprocess, score_windows
 from .metric import GoldQuestion, breakdown, evaluate, load_references
+from .nulls import apply_threshold, tune_threshold
 from .splits import input_paths, materialise, robustness_metrics, split_specs
 from .model import SpanModel
 from .train import build_optimizer, steps_per_epoch, train_epoch
@@ -94,13 +95,26 @@ def evaluate_split(model, split: Split, cfg: DictConfig, device, pad_id, amp) ->
     arrays = score_windows(model, split.windows, batch_size=cfg.trainer.eval_batch_size,
                            max_answer_len=dec.max_answer_len, n_best=dec.n_best, device=device,
                            pad_id=pad_id, amp_dtype=amp, progress=cfg.trainer.progress)
+    threshold = None if dec.null_threshold == "tune" else dec.null_threshold
     preds, nbest = postprocess(split.examples, split.windows, *arrays, n_best=dec.n_best,
-                               null_threshold=dec.null_threshold)
+                               null_threshold=threshold)
     seconds = time.perf_counter() - t0
     summary, per_q = evaluate(split.gold, preds)
     summary.update(breakdown(split.gold, per_q))
     summary.update(seconds=round(seconds, 3), examples_per_s=round(len(split.examples) / seconds, 2))
     return {"summary": summary, "per_question": per_q, "predictions": preds, "nbest": nbest}
+
+
+def retune_nulls(results: dict, splits: dict, tune_on: str) -> None:
+    """Tune the null threshold on split ``tune_on``, then re-derive and re-score every split with it."""
+    if tune_on not in results:
+        raise ValueError(f"decode.tune_on={tune_on!r} is not an evaluated split ({sorted(results)})")
+    threshold, _ = tune_threshold(results[tune_on]["nbest"], splits[tune_on].gold)
+    for name, r in results.items():
+        r["predictions"] = apply_threshold(r["nbest"], threshold)
+        summary, r["per_question"] = evaluate(splits[name].gold, r["predictions"])
+        summary.update(breakdown(splits[name].gold, r["per_question"]))
+        r["summary"] = {**r["summary"], **summary, "null_threshold": threshold, "null_threshold_tuned_on": tune_on}
 
 
 def eval_scalars(split: str, summary: dict) -> dict[str, float]:
@@ -166,6 +180,8 @@ def _fit_and_report(cfg, run_dir, model, tokenizer, train, train_windows, splits
                                device=device, amp_dtype=amp, logger=logger, step=step)
         train_s, train_windows_seen = train_s + ep["seconds"], train_windows_seen + ep["windows"]
         results = {n: evaluate_split(model, s, cfg, device, pad_id, amp) for n, s in splits.items()}
+        if cfg.decode.null_threshold == "tune":
+            retune_nulls(results, splits, cfg.decode.tune_on)
         preds = {n: r["predictions"] for n, r in results.items()}
         for n, s in splits.items():
             results[n]["summary"].update(robustness_metrics(n, s.spec, s.path, preds))
@@ -182,7 +198,8 @@ def _fit_and_report(cfg, run_dir, model, tokenizer, train, train_windows, splits
         if f1 > best_f1:
             best_f1, best = f1, {"epoch": epoch, "results": results}
             if tr.save_checkpoint:
-                checkpoint.save(run_dir / "checkpoint", model, tokenizer, cfg)
+                tuned = results[cfg.data.in_domain]["summary"].get("null_threshold", "config")
+                checkpoint.save(run_dir / "checkpoint", model, tokenizer, cfg, null_threshold=tuned)
     metrics = {
         "in_domain": cfg.data.in_domain, "best_epoch": best["epoch"],
         "splits": {n: r["summary"] for n, r in best["results"].items()},
@@ -195,13 +212,41 @@ def _fit_and_report(cfg, run_dir, model, tokenizer, train, train_windows, splits
     }
     if device.startswith("cuda"):
         metrics["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    _write_outputs(run_dir, best["results"], metrics, cfg, logger)
+    _write_outputs(run_dir, best["results"], metrics, cfg, logger, splits)
     return float(best_f1)
 
 
-def _write_outputs(run_dir: Path, results: dict, metrics: dict, cfg, logger) -> None:
+def snippet(context: str, text: str, start: int | None = None, width: int = 30) -> str:
+    """Context around ``text`` (at ``start`` or its first occurrence), the text marked with 【】."""
+    pos = context.find(text) if start is None or start < 0 else start
+    if not text or pos < 0:
+        return ""
+    return (context[max(pos - width, 0):pos] + "【" + text + "】" +
+            context[pos + len(text):pos + len(text) + width])
+
+
+def error_rows(split: Split, predictions: dict, per_question: dict) -> list[dict]:
+    """One row per question whose prediction is not an exact match (error analysis)."""
+    rows = []
+    for ex in split.examples:
+        if per_question.get(ex.id, {}).get("em", 0) >= 1:
+            continue
+        pred = predictions.get(ex.id, "")
+        gold = ex.references[0] if ex.references else ""
+        rows.append({"id": ex.id, "type": ex.qtype, "question": ex.question, "gold": ex.references,
+                     "predicted": pred, "f1": per_question.get(ex.id, {}).get("f1", 0.0),
+                     "gold_context": snippet(ex.context, gold, ex.starts[0] if ex.starts else None),
+                     "predicted_context": snippet(ex.context, pred)})
+    return rows
+
+
+def _write_outputs(run_dir: Path, results: dict, metrics: dict, cfg, logger, splits: dict) -> None:
     pred_files = []
     for name, r in results.items():
+        rows = error_rows(splits[name], r["predictions"], r["per_question"])
+        (run_dir / "errors").mkdir(parents=True, exist_ok=True)
+        (run_dir / "errors" / f"{name}.jsonl").write_text(
+            "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
         write_json(run_dir / "predictions" / f"{name}.json", r["predictions"])
         write_json(run_dir / "scores" / f"{name}.json", r["per_question"])
         pred_files.append(run_dir / "predictions" / f"{name}.json")

@@ -39,6 +39,9 @@ def test_demo_run_every_head(tmp_path, head, match):
     assert len(preds) == 24 and all(isinstance(v, str) and v for v in preds.values())
     scores = json.loads((tmp_path / "scores" / "in_domain.json").read_text())
     assert sum(s["f1"] for s in scores.values()) / 24 * 100 == pytest.approx(split["F1"], abs=1e-3)
+    errors = [json.loads(line) for line in (tmp_path / "errors" / "in_domain.jsonl").read_text().splitlines()]
+    assert len(errors) == sum(s["em"] < 1 for s in scores.values())
+    assert all(e["predicted"] == preds[e["id"]] and e["type"] and "【" in e["gold_context"] for e in errors)
     # The official scorer CLI agrees with metrics.json.
     ref = tmp_path / "data" / "demo" / "dev.json"
     out = subprocess.run([sys.executable, "-m", "mrc.evaluate", str(ref), str(tmp_path / "predictions" / "in_domain.json")],

@@ -37,3 +37,18 @@ def test_built_split_is_written_and_scored(tmp_path):
     assert robustness_metrics("over_stability", spec, path, preds) == {"consistency": 0.0, "distractor_capture": 100.0}
     with pytest.raises(ValueError, match="consistency_with"):
         robustness_metrics("x", {"consistency_with": "nope"}, path, {"x": {}})
+
+
+def test_error_rows_and_snippets():
+    from mrc.data import Example
+    from mrc.pipeline import Split, error_rows, snippet
+
+    ctx = "甲乙丙丁戊己庚辛壬癸"
+    assert snippet(ctx, "丙丁", width=2) == "甲乙【丙丁】戊己"
+    assert snippet(ctx, "丁", start=3, width=1) == "丙【丁】戊" and snippet(ctx, "子") == "" and snippet(ctx, "") == ""
+    exs = [Example("a", "q1", ctx, ["丙丁"], [2], qtype="t", references=["丙丁"]),
+           Example("b", "q2", ctx, ["戊"], [4], qtype="t", references=["戊"])]
+    split = Split("s", None, exs, [], {})
+    rows = error_rows(split, {"a": "丙丁", "b": "癸"}, {"a": {"f1": 1.0, "em": 1.0}, "b": {"f1": 0.0, "em": 0.0}})
+    assert rows == [{"id": "b", "type": "t", "question": "q2", "gold": ["戊"], "predicted": "癸", "f1": 0.0,
+                     "gold_context": "甲乙丙丁【戊】己庚辛壬癸", "predicted_context": "甲乙丙丁戊己庚辛壬【癸】"}]
