@@ -88,6 +88,13 @@ def load_data(cfg: DictConfig, run_dir: Path):
     return root, train, train_stats, splits
 
 
+def score(split: Split, predictions: dict[str, str]) -> tuple[dict, dict]:
+    """Official F1/EM of ``predictions`` on ``split`` with per-type / HasAns / NoAns groups, and per question."""
+    summary, per_question = evaluate(split.gold, predictions)
+    summary.update(breakdown(split.gold, per_question))
+    return summary, per_question
+
+
 def evaluate_split(model, split: Split, cfg: DictConfig, device, pad_id, amp) -> dict:
     """Predict one split and score it with the official metric."""
     t0 = time.perf_counter()
@@ -99,8 +106,7 @@ def evaluate_split(model, split: Split, cfg: DictConfig, device, pad_id, amp) ->
     preds, nbest = postprocess(split.examples, split.windows, *arrays, n_best=dec.n_best,
                                null_threshold=threshold)
     seconds = time.perf_counter() - t0
-    summary, per_q = evaluate(split.gold, preds)
-    summary.update(breakdown(split.gold, per_q))
+    summary, per_q = score(split, preds)
     summary.update(seconds=round(seconds, 3), examples_per_s=round(len(split.examples) / seconds, 2))
     return {"summary": summary, "per_question": per_q, "predictions": preds, "nbest": nbest}
 
@@ -112,8 +118,7 @@ def retune_nulls(results: dict, splits: dict, tune_on: str) -> None:
     threshold, _ = tune_threshold(results[tune_on]["nbest"], splits[tune_on].gold)
     for name, r in results.items():
         r["predictions"] = apply_threshold(r["nbest"], threshold)
-        summary, r["per_question"] = evaluate(splits[name].gold, r["predictions"])
-        summary.update(breakdown(splits[name].gold, r["per_question"]))
+        summary, r["per_question"] = score(splits[name], r["predictions"])
         r["summary"] = {**r["summary"], **summary, "null_threshold": threshold, "null_threshold_tuned_on": tune_on}
 
 

@@ -116,21 +116,27 @@ def test_rotary_scores_depend_on_relative_position_only():
 @pytest.mark.parametrize("make", [lambda: SoftmaxHead(16), lambda: GlobalPointer(16, head_size=8),
                                   lambda: GlobalPointer(16, head_size=8, loss="multilabel"),
                                   lambda: EfficientGlobalPointer(16, head_size=8)])
-def test_every_head_learns_a_fixed_span(make):
-    """A few optimizer steps on fixed inputs move the decoded span to the gold span."""
+@pytest.mark.parametrize("gold", [(4, 5), (0, 0)])
+def test_every_head_learns_a_fixed_span_or_the_null_slot(make, gold):
+    """A few optimizer steps on fixed inputs make the gold span the best one, or, for "no answer"
+    windows, make the null score beat every span (so a null threshold of 0 predicts "")."""
     torch.manual_seed(0)
     head = make()
     hidden = torch.randn(4, 7, 16)
     mask = MASK.repeat(4, 1)
-    labels = torch.tensor([[[4, 5]]] * 4)
+    labels = torch.tensor([[gold]] * 4)
     opt = torch.optim.Adam(head.parameters(), 0.05)
     for _ in range(60):
         loss = head.loss(head(hidden, mask), mask, labels)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    s, e, _, _ = top_spans(head.span_scores(head(hidden, mask), mask, None), 1)
-    assert s[:, 0].tolist() == [4] * 4 and e[:, 0].tolist() == [5] * 4
+    with torch.no_grad():
+        s, e, scores, null = top_spans(head.span_scores(head(hidden, mask), mask, None), 1)
+    if gold == (0, 0):
+        assert (null > scores[:, 0]).all()
+    else:
+        assert s[:, 0].tolist() == [4] * 4 and e[:, 0].tolist() == [5] * 4 and (scores[:, 0] > null).all()
 
 
 def _window(idx, offsets):
