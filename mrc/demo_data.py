@@ -4,6 +4,18 @@ Contexts are short "encyclopedia" paragraphs about made-up people, companies and
 Every question names one entity and one relation; the same relation is stated for other
 entities in the same paragraph (distractors), so the model has to match the entity name.
 Dev uses entity names that never occur in train, built from the same character pools.
+
+Besides train/dev it writes two robustness splits (the other three are built from dev by the
+builders in mrc.robustness):
+
+* ``generalization``: books and films, relations and phrasing never seen in training;
+* ``checklist``: dev-style paragraphs with a ``type`` per question: ``in-domain``, ``paraphrase``
+  (held-out question wording) and two unanswerable types (``is_impossible``): ``no_fact`` (the entity
+  is in the paragraph, the relation is stated only for others) and ``no_entity`` (the entity is not
+  in the paragraph at all).
+
+``null_rate`` adds that share of unanswerable training questions (one per chosen paragraph, drawn
+from its own random stream, so the answerable questions stay identical for every rate).
 """
 from __future__ import annotations
 
@@ -16,131 +28,18 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-VERSION = "demo-1"
+from .demo_relations import (BRAND, CONNECTIVES, FILLERS, GIVEN, HELDOUT_QUESTIONS, KIND_TITLES, PLACE, RELATIONS,
+                             SURNAMES, WORK_RELATIONS, WORK_TAILS, Relation, _pick)
 
-# Character pools. Duplicated characters are harmless: the train/dev split rule (is_dev_name)
-# looks only at the final name string.
-SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘蒋蔡余杜叶程苏魏吕丁沈任姚卢姜崔钟谭陆汪范金石廖贾夏韦傅方白邹孟熊秦邱江尹薛闫段雷侯龙史黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
-GIVEN = "伟芳敏静丽强磊军洋勇艳杰涛明超秀霞平刚英华玉萍红玲兰凤洁梅琳云莲雪荣瑞凡佳嘉琼勤珍莉璐琦晶妍秋珊锦青倩婷颖露瑶怡蓓丹蓉君琴蕊薇梦岚馨韵悦昭冰羽宁欣柔竹晓枫芸菲亚可舒思哲浩宇轩辰博文睿航鹏翔"
-BRAND = "云帆星辰海川泽光启明远智达华恒信诚瑞新天宏鼎盛锐峰联创安康泰和嘉乐优品速驰微芯数源蓝图极致领航众合长青飞鸿万象"
-PLACE = "临江平阳青川白石清河安溪南屏东湖龙泉凤岭桃源梅岗松林柳营金沙玉山碧水丹霞银湾云台石门丰乐永宁长汀望海枫桥鹤鸣"
-SYLLABLES = ["li", "wang", "xiao", "ming", "hua", "chen", "lin", "yu", "feng", "jie", "tao", "wen", "an", "bo", "kai", "xin"]
-IDIOMS = ["天道酬勤", "厚积薄发", "知行合一", "宁静致远", "脚踏实地", "自强不息", "精益求精", "持之以恒",
-          "海纳百川", "实事求是", "淡泊明志", "锲而不舍", "温故知新", "学无止境", "笃行致远", "不忘初心"]
-SLOGANS = ["品质至上", "服务第一", "科技点亮未来", "创新永不止步", "用心服务", "让生活更美好", "与时代同行",
-           "诚信为本", "精工细作", "值得信赖"]
-HOBBIES = ["登山", "下围棋", "钓鱼", "弹钢琴", "打羽毛球", "养花", "练书法", "摄影", "收集邮票", "长跑", "做木工",
-           "听京剧", "游泳", "骑自行车", "写诗", "烹饪", "看纪录片", "练太极拳", "拉小提琴", "集邮"]
-SPECIALTIES = ["蜜桔", "竹笋干", "黑茶", "腊肉", "银耳", "核桃", "米粉", "板栗", "香菇", "豆腐乳", "桂花糕",
-               "葡萄酒", "牦牛肉干", "手工挂面", "脐橙", "莲藕"]
-MODEL_WORDS = ["Mate", "Nova", "Note", "Pad", "Air", "Neo", "Ace", "Star", "Flip", "Book"]
-MODEL_TAILS = ["Pro", "Max", "Lite", "SE", "Plus", "Ultra"]
-CONNECTIVES = ["", "", "", "", "据介绍，", "另外，", "值得一提的是，", "公开资料显示，", "此外，"]
-FILLERS = ["这些情况在当地几乎人人皆知。", "以下内容整理自多方公开报道，仅供参考。", "近年来，相关话题受到了越来越多的关注。",
-           "不少读者来信询问其中的细节。", "编者在整理资料时尽量核对了每一处信息。", "有关部门表示将继续跟进后续进展。"]
-KIND_TITLES = {"person": "人物简介", "company": "企业概况", "place": "地方风物"}
-_FULLWIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+VERSION = "demo-2"
 
-
-def _fw(rng: random.Random, s: str, p: float = 0.12) -> str:
-    # a minority of values use full-width digits, as real Chinese web text does
-    return s.translate(_FULLWIDTH) if rng.random() < p else s
-
-
-def _pick(rng: random.Random, pool: str, k: int) -> str:
-    return "".join(rng.choice(pool) for _ in range(k))
-
-
-def _model(rng: random.Random) -> str:
-    style = rng.randrange(4)
-    if style == 0:
-        return f"{_pick(rng, 'ABCDEFGHKMRSTVXZ', 2)}-{rng.randint(1, 99) * 100}"  # XR-7000
-    if style == 1:
-        return f"{rng.choice(MODEL_WORDS)} {rng.randint(2, 60)} {rng.choice(MODEL_TAILS)}"  # Mate 40 Pro
-    if style == 2:
-        return f"{rng.choice(MODEL_WORDS)} {rng.randint(2, 60)}"  # Nova 9
-    return f"{rng.choice('KTQVZ')}{rng.randint(10, 99)}{rng.choice(['S', 'X', 'i', ''])}"  # K30S
-
-
-def _email(rng: random.Random) -> str:
-    while True:  # keep answers at most ~16 characters
-        user = "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 2))) + str(rng.randint(1, 999))
-        email = f"{user}@{rng.choice(['example.cn', 'mail.com', '163.com', 'qq.com'])}"
-        if len(email) <= 16:
-            return email
-
-
-def _website(rng: random.Random) -> str:
-    while True:
-        site = "www." + "".join(rng.sample(SYLLABLES, 2)) + rng.choice([".com", ".cn", ".com.cn", ".net"])
-        if len(site) <= 16:
-            return site
-
-
-@dataclass(frozen=True)
-class Relation:
-    """One relation: entity kind, fact template ("{e}...{v}..."), question paraphrases, value generator."""
-    kind: str
-    fact: str
-    questions: tuple[str, ...]
-    value: Callable[[random.Random], str]
-
-    @property
-    def stem(self) -> str:
-        """Fixed text between the entity and the value; identifies the relation inside a context."""
-        return self.fact.split("{e}")[1].split("{v}")[0]
-
-
-R = Relation
-RELATIONS: dict[str, Relation] = {
-    # people
-    "birth_year": R("person", "{e}出生于{v}年，少年时代随家人多次搬迁。", ("{e}是哪一年出生的？", "{e}出生在哪年？", "{e}的出生年份是什么？"),
-                    lambda r: _fw(r, str(r.randint(1940, 2005)))),
-    "height": R("person", "{e}的身高为{v}，在同龄人中算得上显眼。", ("{e}的身高是多少？", "{e}有多高？"),
-                lambda r: f"{r.randint(150, 199)}厘米"),
-    "school": R("person", "{e}毕业于{v}，读书期间成绩一直名列前茅。", ("{e}毕业于哪所学校？", "{e}是从哪所学校毕业的？", "{e}的母校是哪里？"),
-                lambda r: _pick(r, PLACE, 2) + r.choice(["大学", "理工大学", "师范大学", "财经大学", "外国语学院", "第一中学", "职业技术学院"])),
-    "hobby": R("person", "{e}工作之余最大的爱好是{v}。", ("{e}的爱好是什么？", "{e}业余时间喜欢做什么？"),
-               lambda r: r.choice(HOBBIES)),
-    "email": R("person", "{e}对外公开的联系邮箱是{v}。", ("{e}的邮箱地址是什么？", "怎样通过电子邮件联系{e}？", "{e}的联系邮箱是什么？"),
-               _email),
-    "motto": R("person", "{e}常说自己的座右铭是“{v}”。", ("{e}的座右铭是什么？", "{e}信奉的格言是哪句话？"),
-               lambda r: "，".join(r.sample(IDIOMS, r.randint(2, 3)))),
-    "hometown": R("person", "{e}的老家在{v}，每年春节都会回去。", ("{e}的老家在哪里？", "{e}是哪里人？"),
-                  lambda r: _pick(r, PLACE, 2) + "市"),  # not 县: that suffix is for place entities
-    # companies
-    "founded": R("company", "{e}成立于{v}，最初只有十几名员工。", ("{e}是什么时候成立的？", "{e}的成立时间是？"),
-                 lambda r: _fw(r, f"{r.randint(1980, 2022)}年{r.randint(1, 12)}月")),
-    "model": R("company", "{e}今年发布的旗舰型号是{v}，销量相当不错。", ("{e}的旗舰型号是什么？", "{e}今年发布了哪款旗舰产品？"),
-               _model),
-    "price": R("company", "{e}的主力产品定价为{v}，面向普通消费者。", ("{e}的主力产品卖多少钱？", "{e}主力产品的定价是多少？"),
-               lambda r: f"{r.randint(199, 9999)}元" if r.random() < 0.7 else f"{r.randint(1, 99)}.{r.randint(1, 9)}万元"),
-    "website": R("company", "{e}的官方网站是{v}，上面可以查到最新公告。", ("{e}的官网网址是什么？", "{e}的官方网站是哪个？"),
-                 _website),
-    "hq": R("company", "{e}的总部设在{v}，那里交通十分便利。", ("{e}的总部在哪里？", "{e}总部设在哪个城市？"),
-            lambda r: _pick(r, PLACE, 2) + "市" + r.choice(["", "", "高新区", "经开区", "滨江新区"])),
-    "slogan": R("company", "{e}多年来使用的宣传口号是“{v}”。", ("{e}的宣传口号是什么？", "{e}用什么口号做宣传？"),
-                lambda r: "，".join(r.sample(SLOGANS, 2))),
-    "employees": R("company", "{e}目前共有员工{v}，分布在多个城市。", ("{e}有多少员工？", "{e}的员工人数是多少？"),
-                   lambda r: f"{r.randint(30, 9999)}人" if r.random() < 0.7 else f"{r.randint(1, 9)}.{r.randint(1, 9)}万人"),
-    # places
-    "distance": R("place", "{e}距离省城大约{v}，开车需要几个小时。", ("{e}离省城有多远？", "{e}距离省城多少公里？"),
-                  lambda r: f"{r.randint(20, 900)}公里"),
-    "population": R("place", "{e}的常住人口约为{v}，近年来略有增长。", ("{e}有多少常住人口？", "{e}的人口大约是多少？"),
-                    lambda r: _fw(r, f"{r.randint(2, 300)}万人")),
-    "specialty": R("place", "{e}最有名的特产是{v}，远销海内外。", ("{e}的特产是什么？", "{e}以什么特产闻名？"),
-                   lambda r: r.choice(SPECIALTIES)),
-    "postcode": R("place", "{e}的邮政编码是{v}，寄信时请注意填写。", ("{e}的邮编是多少？", "{e}的邮政编码是什么？"),
-                  lambda r: _fw(r, str(r.randint(100000, 899999)))),
-    "altitude": R("place", "{e}平均海拔约{v}，夏季气候凉爽。", ("{e}的海拔有多高？", "{e}平均海拔是多少？"),
-                  lambda r: f"{r.randint(200, 4500)}米"),
-    "landmark": R("place", "{e}最著名的景点是{v}，每逢假日游人如织。", ("{e}最著名的景点是哪里？", "到{e}旅游必去的景点是哪里？"),
-                  lambda r: _pick(r, PLACE, 2) + r.choice(["古镇", "湖", "寺", "瀑布", "森林公园", "大峡谷", "温泉"])),
-}
 KINDS = ("person", "company", "place")
+WORK_KINDS = ("book", "film")
 _BY_KIND = {k: [n for n, r in RELATIONS.items() if r.kind == k] for k in KINDS}
+_WORKS_BY_KIND = {k: [n for n, r in WORK_RELATIONS.items() if r.kind == k] for k in WORK_KINDS}
+CHECKLIST_TYPES = ("in-domain", "paraphrase", "no_fact", "no_entity")
+CHECKLIST_WEIGHTS = (4, 2, 2, 2)
 
 
 def is_dev_name(name: str) -> bool:
@@ -154,6 +53,8 @@ def _name(rng: random.Random, kind: str, dev: bool) -> str:
             name = rng.choice(SURNAMES) + _pick(rng, GIVEN, rng.randint(1, 2))
         elif kind == "company":
             name = _pick(rng, BRAND, 2) + rng.choice(["科技", "集团", "公司", "电子", "传媒", "食品"])
+        elif kind in WORK_TAILS:
+            name = "《" + _pick(rng, PLACE + BRAND, 2) + rng.choice(WORK_TAILS[kind]) + "》"
         else:
             name = _pick(rng, PLACE, 2) + rng.choice("县镇乡村")
         if is_dev_name(name) == dev:
@@ -164,11 +65,31 @@ def _unrelated(a: str, b: str) -> bool:
     return a not in b and b not in a
 
 
-def _paragraph(rng: random.Random, dev: bool, max_q: int) -> tuple[str, str, list[tuple[str, str, str, int]]]:
-    """Return (kind, context, [(relation, entity, value, answer_start)]) with 1..max_q questions."""
+@dataclass
+class Paragraph:
+    """One generated paragraph: its facts and the questions chosen for it."""
+    kind: str
+    context: str
+    names: list[str]
+    rels: list[str]
+    values: dict[tuple[str, str], str]   # (entity, relation) -> value, for the stated facts
+    starts: dict[tuple[str, str], int]   # (entity, relation) -> character start of the value
+    asked: list[tuple[str, str]]         # (entity, relation) pairs asked about
+
+    def unstated(self) -> list[tuple[str, str]]:
+        """(entity, relation) pairs not stated for an entity the paragraph mentions, although the relation
+        is stated for another entity."""
+        stated, mentioned = {r for _, r in self.values}, {e for e, _ in self.values}
+        return [(e, r) for e in self.names for r in self.rels
+                if e in mentioned and r in stated and (e, r) not in self.values]
+
+
+def _paragraph(rng: random.Random, dev: bool, max_q: int, relations: dict[str, Relation] = RELATIONS,
+               by_kind: dict[str, list[str]] = _BY_KIND) -> Paragraph:
+    """A paragraph with 1..max_q askable facts (each with a same-relation distractor)."""
     while True:  # retries are rare (value collisions); deterministic because they draw from rng
-        kind = rng.choice(KINDS)
-        rels = rng.sample(_BY_KIND[kind], rng.randint(3, 5))
+        kind = rng.choice(tuple(by_kind))
+        rels = rng.sample(by_kind[kind], rng.randint(3, min(5, len(by_kind[kind]))))
         n_ent, names = rng.randint(3, 6), []
         while len(names) < n_ent:  # no name inside another, so counting a name's occurrences is exact
             name = _name(rng, kind, dev)
@@ -180,7 +101,7 @@ def _paragraph(rng: random.Random, dev: bool, max_q: int) -> tuple[str, str, lis
         values: dict[tuple[str, str], str] = {}
         for fact in facts:
             for _ in range(30):  # redraw values that overlap another value or a name
-                v = RELATIONS[fact[1]].value(rng)
+                v = relations[fact[1]].value(rng)
                 if all(_unrelated(v, o) for o in [*values.values(), *names]):
                     break
             values[fact] = v
@@ -191,7 +112,7 @@ def _paragraph(rng: random.Random, dev: bool, max_q: int) -> tuple[str, str, lis
             if fact is None:
                 context += prefix
                 continue
-            head, tail = RELATIONS[fact[1]].fact.split("{v}")
+            head, tail = relations[fact[1]].fact.split("{v}")
             context += prefix + head.format(e=fact[0])
             starts[fact] = len(context)
             context += values[fact] + tail
@@ -202,33 +123,113 @@ def _paragraph(rng: random.Random, dev: bool, max_q: int) -> tuple[str, str, lis
                  and context.count(f[0]) == per_ent[f[0]]]
         if len(cands) >= min(2, max_q):
             asked = rng.sample(cands, min(rng.randint(2, 4), len(cands), max_q))
-            return kind, context, [(r, e, values[(e, r)], starts[(e, r)]) for e, r in asked]
+            return Paragraph(kind, context, names, rels, values, starts, asked)
 
 
-def _split(n: int, seed: int, split: str) -> dict:
+def _qa(qid: str, question: str, rel: str, para: Paragraph | None = None, fact=None, qtype: str | None = None) -> dict:
+    """A SQuAD question; unanswerable (``is_impossible``, empty answer list) when ``fact`` is None."""
+    answers = [] if fact is None else [{"text": para.values[fact], "answer_start": para.starts[fact]}]
+    qa = {"id": qid, "question": question, "answers": answers, "type": qtype or rel}
+    if qa["type"] != rel:
+        qa["relation"] = rel
+    if fact is None:
+        qa["is_impossible"] = True
+    return qa
+
+
+def _null_question(rng: random.Random, para: Paragraph, dev: bool, qid: str, qtype: str | None = None) -> dict | None:
+    """An unanswerable question about ``para``: an unstated fact (``no_fact``) or an absent entity
+    (``no_entity``); ``qtype`` None picks one at random. None when ``para`` allows no such question."""
+    templates = {r: RELATIONS[r].questions for r in para.rels}
+    if qtype is None:
+        qtype = "no_fact" if rng.random() < 0.5 else "no_entity"
+    if qtype == "no_fact":
+        options = para.unstated()
+        if options:
+            e, r = rng.choice(options)
+            return _qa(qid, rng.choice(templates[r]).format(e=e), r, qtype="no_fact")
+        return None
+    r = rng.choice(sorted({r for _, r in para.values}))
+    for _ in range(30):
+        e = _name(rng, para.kind, dev)
+        if all(_unrelated(e, n) for n in para.names) and e not in para.context:
+            return _qa(qid, rng.choice(templates[r]).format(e=e), r, qtype="no_entity")
+    return None
+
+
+def _split(n: int, seed: int, split: str, null_rate: float = 0.0) -> dict:
     # one stream per split: train does not depend on n_dev, and a smaller n gives a prefix
     rng = random.Random(2 * seed + (split == "dev"))
-    data, n_q = [], 0
+    null_rng = random.Random(f"null-{seed}-{split}")  # its own stream: answerable questions never change
+    data, n_q, n_null = [], 0, 0
     while n_q < n:
-        kind, context, qs = _paragraph(rng, split == "dev", n - n_q)
+        para = _paragraph(rng, split == "dev", n - n_q)
         qas = []
-        for rel, ent, val, start in qs:
-            qas.append({"id": f"demo-{split}-{n_q:06d}", "question": rng.choice(RELATIONS[rel].questions).format(e=ent),
-                        "answers": [{"text": val, "answer_start": start}], "type": rel})
+        for e, rel in para.asked:
+            qas.append(_qa(f"demo-{split}-{n_q:06d}", rng.choice(RELATIONS[rel].questions).format(e=e), rel,
+                           para, (e, rel)))
             n_q += 1
-        data.append({"title": f"{KIND_TITLES[kind]}{len(data):04d}", "paragraphs": [{"context": context, "qas": qas}]})
+        if null_rate > 0 and null_rng.random() < null_rate:
+            qa = _null_question(null_rng, para, split == "dev", f"demo-{split}-null-{n_null:06d}")
+            if qa is not None:
+                qas.append(qa)
+                n_null += 1
+        data.append({"title": f"{KIND_TITLES[para.kind]}{len(data):04d}", "paragraphs": [{"context": para.context, "qas": qas}]})
     return {"version": VERSION, "data": data}
 
 
-def make_demo(n_train: int = 3000, n_dev: int = 400, seed: int = 13) -> tuple[dict, dict]:
-    """Return (train_squad, dev_squad) with exactly n_train / n_dev questions, deterministic in seed."""
-    return _split(n_train, seed, "train"), _split(n_dev, seed, "dev")
+def make_demo(n_train: int = 3000, n_dev: int = 400, seed: int = 13, null_rate: float = 0.0) -> tuple[dict, dict]:
+    """Return (train_squad, dev_squad) with exactly n_train / n_dev answerable questions, deterministic in seed.
+
+    ``null_rate``: share of training paragraphs that get one extra unanswerable question.
+    """
+    return _split(n_train, seed, "train", null_rate), _split(n_dev, seed, "dev")
+
+
+def make_generalization(n: int = 400, seed: int = 13) -> dict:
+    """Questions about books and films: relations, phrasings and entity kinds never seen in training."""
+    rng = random.Random(f"generalization-{seed}")
+    data, n_q = [], 0
+    while n_q < n:
+        para = _paragraph(rng, True, n - n_q, WORK_RELATIONS, _WORKS_BY_KIND)
+        qas = []
+        for e, rel in para.asked:
+            qas.append(_qa(f"demo-gen-{n_q:06d}", rng.choice(WORK_RELATIONS[rel].questions).format(e=e), rel,
+                           para, (e, rel)))
+            n_q += 1
+        data.append({"title": f"作品介绍{len(data):04d}", "paragraphs": [{"context": para.context, "qas": qas}]})
+    return {"version": VERSION, "data": data}
+
+
+def make_checklist(n: int = 400, seed: int = 13) -> dict:
+    """Dev-style paragraphs; each question has a ``type`` from CHECKLIST_TYPES (two are unanswerable)."""
+    rng = random.Random(f"checklist-{seed}")
+    data, n_q = [], 0
+    while n_q < n:
+        para = _paragraph(rng, True, n - n_q)
+        qas = []
+        for e, rel in para.asked:
+            qid = f"demo-checklist-{n_q:06d}"
+            qtype = rng.choices(CHECKLIST_TYPES, CHECKLIST_WEIGHTS)[0]
+            qa = None
+            if qtype in ("no_fact", "no_entity"):
+                qa = _null_question(rng, para, True, qid, qtype)  # None: falls back to in-domain below
+            elif qtype == "paraphrase":
+                qa = _qa(qid, HELDOUT_QUESTIONS[rel].format(e=e), rel, para, (e, rel), qtype)
+            if qa is None:
+                qa = _qa(qid, rng.choice(RELATIONS[rel].questions).format(e=e), rel, para, (e, rel), "in-domain")
+            qas.append(qa)
+            n_q += 1
+        data.append({"title": f"{KIND_TITLES[para.kind]}{len(data):04d}", "paragraphs": [{"context": para.context, "qas": qas}]})
+    return {"version": VERSION, "data": data}
 
 
 def question_entity(qa: dict) -> str:
     """Recover the entity name a generated question asks about (parses its question template)."""
-    for tmpl in RELATIONS[qa["type"]].questions:
-        m = re.fullmatch(re.escape(tmpl).replace(re.escape("{e}"), "(.+)"), qa["question"])
+    rel = qa.get("relation", qa["type"])
+    relation = RELATIONS.get(rel) or WORK_RELATIONS[rel]
+    for tmpl in (*relation.questions, HELDOUT_QUESTIONS.get(rel, "")):
+        m = re.fullmatch(re.escape(tmpl).replace(re.escape("{e}"), "(.+)"), qa["question"]) if tmpl else None
         if m:
             return m.group(1)
     raise ValueError(f"not a demo question: {qa['question']!r}")
@@ -247,25 +248,29 @@ def _atomic_write(path: Path, blob: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def write_demo(root, needed=None, *, n_train: int = 3000, n_dev: int = 400, seed: int = 13) -> list[str]:
-    """Make root/demo/{train,dev}.json match make_demo(...); return the relative paths actually written."""
-    del needed  # interface compatibility with the other data preparers; both files are always ensured
+def write_demo(root, needed=None, *, n_train: int = 3000, n_dev: int = 400, seed: int = 13,
+               null_rate: float = 0.0, n_generalization: int = 400, n_checklist: int = 400) -> list[str]:
+    """Make root/demo/{train,dev,generalization,checklist}.json match the generators; return the paths written."""
+    del needed  # interface compatibility with the other data preparers; every file is always ensured
     out = Path(root) / "demo"
     out.mkdir(parents=True, exist_ok=True)
-    train, dev = make_demo(n_train, n_dev, seed)
-    blobs = {"train.json": _dumps(train), "dev.json": _dumps(dev)}
-    shas = {k: hashlib.sha256(b).hexdigest() for k, b in blobs.items()}
-    meta = {"version": VERSION, "n_train": n_train, "n_dev": n_dev, "seed": seed, "sha256": shas}
+    meta = {"version": VERSION, "n_train": n_train, "n_dev": n_dev, "seed": seed, "null_rate": null_rate,
+            "n_generalization": n_generalization, "n_checklist": n_checklist}
     try:
         old = json.loads((out / "meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         old = None
+    train, dev = make_demo(n_train, n_dev, seed, null_rate)
+    blobs = {"train.json": _dumps(train), "dev.json": _dumps(dev),
+             "generalization.json": _dumps(make_generalization(n_generalization, seed)),
+             "checklist.json": _dumps(make_checklist(n_checklist, seed))}
+    meta["sha256"] = {k: hashlib.sha256(b).hexdigest() for k, b in blobs.items()}
     written = []
     for name, blob in blobs.items():
         path = out / name
         # trust the stored hash only if the file on disk still has it (it may have been edited)
-        same = (old or {}).get("sha256", {}).get(name) == shas[name] and path.is_file() \
-            and hashlib.sha256(path.read_bytes()).hexdigest() == shas[name]
+        same = (old or {}).get("sha256", {}).get(name) == meta["sha256"][name] and path.is_file() \
+            and hashlib.sha256(path.read_bytes()).hexdigest() == meta["sha256"][name]
         if not same:
             _atomic_write(path, blob)
             written.append(f"demo/{name}")
@@ -276,14 +281,18 @@ def write_demo(root, needed=None, *, n_train: int = 3000, n_dev: int = 400, seed
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: python -m mrc.demo_data OUT_DIR [--n-train N] [--n-dev N] [--seed S]."""
+    """CLI: python -m mrc.demo_data OUT_DIR [--n-train N] [--n-dev N] [--seed S] [--null-rate R] ..."""
     ap = argparse.ArgumentParser(description="Write the synthetic Chinese demo MRC data set (SQuAD format).")
     ap.add_argument("out_dir")
     ap.add_argument("--n-train", type=int, default=3000)
     ap.add_argument("--n-dev", type=int, default=400)
     ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--null-rate", type=float, default=0.0, help="share of training paragraphs with an unanswerable question")
+    ap.add_argument("--n-generalization", type=int, default=400)
+    ap.add_argument("--n-checklist", type=int, default=400)
     a = ap.parse_args(argv)
-    written = write_demo(a.out_dir, n_train=a.n_train, n_dev=a.n_dev, seed=a.seed)
+    written = write_demo(a.out_dir, n_train=a.n_train, n_dev=a.n_dev, seed=a.seed, null_rate=a.null_rate,
+                         n_generalization=a.n_generalization, n_checklist=a.n_checklist)
     print("\n".join(written) if written else "demo data already up to date")
     return 0
 

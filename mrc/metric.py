@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 # The official list also names "……", but it is compared one character at a time,
 # so that two-character string never matches and "…" is kept on purpose.

@@ -1,6 +1,7 @@
 """One run: prepare data -> windows -> encoder + head -> train with per-epoch eval -> outputs."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -14,15 +15,18 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .data import Example, load_squad
 from .download import resolve_data_root
+from .distributed import Dist
 from .features import Window, build_windows
 from .inference import postprocess, score_windows
+from .loggers import NullLogger, job_info
 from .metric import GoldQuestion, breakdown, evaluate, load_references
 from .nulls import apply_threshold, tune_threshold
 from .splits import input_paths, materialise, robustness_metrics, split_specs
 from .model import SpanModel
+from .resume import Resumer, RunProgress
 from .train import build_optimizer, steps_per_epoch, train_epoch
 
 log = logging.getLogger(__name__)
@@ -53,12 +57,16 @@ def pick_device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
-def load_data(cfg: DictConfig, run_dir: Path):
-    """Resolve the data root, run the data preparer, load training examples and build/load eval splits."""
+def load_data(cfg: DictConfig, run_dir: Path, main: bool = True):
+    """Resolve the data root, run the data preparer, load training examples and build/load eval splits.
+
+    ``main=False`` (DDP ranks other than 0, which neither prepare data nor evaluate): training
+    examples only, read after rank 0 has prepared them; no eval splits.
+    """
     root = resolve_data_root(cfg.data.root)
-    specs = split_specs(cfg.data.eval)
+    specs = split_specs(cfg.data.eval) if main else {}
     needed = list(cfg.data.train) + input_paths(specs)
-    if cfg.data.get("prepare"):
+    if cfg.data.get("prepare") and main:
         instantiate(cfg.data.prepare, root=root, needed=needed)
     train, train_stats = [], []
     for rel in cfg.data.train:
@@ -80,7 +88,7 @@ def load_data(cfg: DictConfig, run_dir: Path):
             gold = [g for g in gold if g.id in keep]
         stats = stats.as_dict() | ({"build": build_counts} if build_counts else {})
         splits[name] = Split(name, path, examples, gold, stats, spec)
-    if cfg.data.in_domain not in splits:
+    if main and cfg.data.in_domain not in splits:
         raise ValueError(f"data.in_domain={cfg.data.in_domain!r} is not among the loaded eval splits "
                          f"{sorted(splits)}")
     if not train:
@@ -144,15 +152,39 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def windows_digest(windows: list[Window]) -> str:
+    """A fingerprint of training windows (token ids and labels), to check that DDP ranks agree."""
+    h = hashlib.sha1()
+    for w in windows:
+        h.update(np.asarray(w.input_ids, np.int64).tobytes())
+        h.update(repr(w.labels).encode())
+    return h.hexdigest()
+
+
 def run(cfg: DictConfig, run_dir: str | Path) -> float:
-    """Train and evaluate as configured; write outputs into ``run_dir``; return in-domain F1."""
+    """Train and evaluate as configured; write outputs into ``run_dir``; return in-domain F1.
+
+    Under torchrun (``WORLD_SIZE`` > 1) every rank calls this with the same ``run_dir``; rank 0
+    writes every output and every rank returns the same F1.
+    """
     run_dir = Path(run_dir)
+    d, device = distributed.setup(pick_device(cfg.trainer.device))
+    try:
+        return _run(cfg, run_dir, d, device)
+    finally:
+        distributed.teardown(d)
+
+
+def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str) -> float:
+    if d.enabled:
+        distributed.check_same(str(run_dir.resolve()), "the run dir (give torchrun a fixed hydra.run.dir=DIR)", d)
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    if d.is_main:
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     seed_everything(cfg.seed)
-    device = pick_device(cfg.trainer.device)
     amp = torch.bfloat16 if device.startswith("cuda") and cfg.trainer.bf16 else None
-    root, train, train_stats, splits = load_data(cfg, run_dir)
+    with distributed.main_first(d):
+        root, train, train_stats, splits = load_data(cfg, run_dir, main=d.is_main)
     texts = [e.question for e in train] + list(dict.fromkeys(e.context for e in train))
     enc = instantiate(cfg.encoder, texts=texts)
     model = SpanModel(enc.model, instantiate(cfg.head, hidden_size=enc.hidden_size), **cfg.model).to(device)
@@ -164,61 +196,98 @@ def run(cfg: DictConfig, run_dir: str | Path) -> float:
         features[s.name] = f.as_dict()
     log.info("data root %s: %d training examples -> %d windows; eval %s", root, len(train),
              len(train_windows), {n: len(s.examples) for n, s in splits.items()})
-    logger = instantiate(cfg.logger, dir=str(run_dir))
+    if d.enabled:
+        distributed.check_same(windows_digest(train_windows), "the training windows", d)
+    job = job_info(cfg)
+    logger = instantiate(cfg.logger, dir=str(run_dir), job=job) if d.is_main else NullLogger()
     try:
         logger.log_config(OmegaConf.to_container(cfg, resolve=True))
         return _fit_and_report(cfg, run_dir, model, enc.tokenizer, train, train_windows, splits, device,
                                amp, logger, {"train": train_stats, "eval": {n: s.stats for n, s in splits.items()},
-                                             "features": features, "root": str(root)})
+                                             "features": features, "root": str(root)}, job, d)
     finally:
         logger.finish()
 
 
-def _fit_and_report(cfg, run_dir, model, tokenizer, train, train_windows, splits, device, amp, logger, data_info):
+def _fit_and_report(cfg, run_dir, model, tokenizer, train, train_windows, splits, device, amp, logger, data_info,
+                    job, d: Dist = Dist()):
     tr, pad_id = cfg.trainer, tokenizer.pad_token_id
-    total = steps_per_epoch(train_windows, tr) * tr.epochs
+    total = steps_per_epoch(train_windows, tr, d.world_size) * tr.epochs
     opt, sched = build_optimizer(model, cfg.optim, total)
-    best, best_f1, step, history, train_s, train_windows_seen = None, -1.0, 0, [], 0.0, 0
-    eval_s = 0.0
-    for epoch in range(1, tr.epochs + 1):
-        ep, step = train_epoch(model, train_windows, opt, sched, epoch=epoch, trainer=tr, pad_id=pad_id,
-                               device=device, amp_dtype=amp, logger=logger, step=step)
-        train_s, train_windows_seen = train_s + ep["seconds"], train_windows_seen + ep["windows"]
+    resumer = Resumer(cfg, run_dir, model, opt, sched, d)
+    first_epoch, progress, run_state = resumer.restore()
+    net = distributed.wrap(model, d, device)
+    for epoch in range(first_epoch, tr.epochs + 1):
+        ep, run_state.step = train_epoch(model, train_windows, opt, sched, epoch=epoch, trainer=tr, pad_id=pad_id,
+                                         device=device, amp_dtype=amp, logger=logger, step=run_state.step, net=net,
+                                         dist=d, start=progress, on_resume_point=resumer.step_saver(run_state, epoch))
+        progress = None
+        run_state.train_seconds += ep["seconds"]
+        run_state.windows_trained += ep["windows"]
+        _evaluate_epoch(cfg, run_dir, model, tokenizer, splits, device, amp, logger, run_state, epoch, ep, d)
+        resumer.epoch_done(run_state, epoch)
+    if d.is_main:
+        _report(cfg, run_dir, train, train_windows, splits, device, logger, data_info, job, run_state, d)
+    return float(run_state.best_f1)
+
+
+def _evaluate_epoch(cfg, run_dir, model, tokenizer, splits, device, amp, logger, run_state: RunProgress, epoch: int,
+                    ep: dict, d: Dist) -> None:
+    """Evaluate every split after an epoch; keep the best epoch (and its checkpoint) by in-domain F1.
+
+    Under DDP rank 0 scores every window with the unwrapped model while the other ranks wait for
+    its in-domain F1 (a broadcast). Scoring on one rank keeps the predictions identical to a
+    single-process evaluation of the same weights (same eval batches, same padding) and needs no
+    gathering of per-window arrays; evaluation is a small share of a DDP run's time. The broadcast
+    F1 makes the best-epoch decision the same on every rank.
+    """
+    pad_id, results, f1 = tokenizer.pad_token_id, None, None
+    if d.is_main:
         results = {n: evaluate_split(model, s, cfg, device, pad_id, amp) for n, s in splits.items()}
         if cfg.decode.null_threshold == "tune":
             retune_nulls(results, splits, cfg.decode.tune_on)
         preds = {n: r["predictions"] for n, r in results.items()}
         for n, s in splits.items():
             results[n]["summary"].update(robustness_metrics(n, s.spec, s.path, preds))
-        eval_s += sum(r["summary"]["seconds"] for r in results.values())
+        run_state.eval_seconds += sum(r["summary"]["seconds"] for r in results.values())
         f1 = results[cfg.data.in_domain]["summary"]["F1"]
         row = {"epoch": epoch, "loss": round(ep["loss"], 5),
                **{f"{n}/{k}": r["summary"][k] for n, r in results.items() for k in ("F1", "EM")}}
-        history.append(row)
+        run_state.history.append(row)
         logger.log({"epoch": epoch, "train/epoch_loss": ep["loss"],
                     **{k: v for n, r in results.items() for k, v in eval_scalars(n, r["summary"]).items()}},
-                   step=step)
+                   step=run_state.step)
         log.info("epoch %d: loss %.4f, %s", epoch, ep["loss"],
                  ", ".join(f"{n} F1 {r['summary']['F1']:.2f} EM {r['summary']['EM']:.2f}" for n, r in results.items()))
-        if f1 > best_f1:
-            best_f1, best = f1, {"epoch": epoch, "results": results}
-            if tr.save_checkpoint:
-                tuned = results[cfg.data.in_domain]["summary"].get("null_threshold", "config")
-                checkpoint.save(run_dir / "checkpoint", model, tokenizer, cfg, null_threshold=tuned)
+    f1 = distributed.broadcast(f1, d)
+    if f1 > run_state.best_f1:
+        run_state.best_f1, run_state.best_epoch, run_state.best_results = f1, epoch, results
+        if d.is_main and cfg.trainer.save_checkpoint:
+            tuned = results[cfg.data.in_domain]["summary"].get("null_threshold", "config")
+            checkpoint.save(run_dir / "checkpoint", model, tokenizer, cfg, null_threshold=tuned)
+
+
+def _report(cfg, run_dir, train, train_windows, splits, device, logger, data_info, job, run_state: RunProgress,
+            d: Dist) -> None:
+    """metrics.json and the best epoch's predictions, scores and errors (rank 0 only)."""
+    tr, train_s = cfg.trainer, run_state.train_seconds
     metrics = {
-        "in_domain": cfg.data.in_domain, "best_epoch": best["epoch"],
-        "splits": {n: r["summary"] for n, r in best["results"].items()},
-        "train": {"examples": len(train), "windows": len(train_windows), "epochs": tr.epochs, "steps": step,
-                  "windows_trained": train_windows_seen, "seconds": round(train_s, 2),
+        "job": job, "in_domain": cfg.data.in_domain, "best_epoch": run_state.best_epoch,
+        "splits": {n: r["summary"] for n, r in run_state.best_results.items()},
+        "train": {"examples": len(train), "windows": len(train_windows), "epochs": tr.epochs, "steps": run_state.step,
+                  "windows_trained": run_state.windows_trained, "seconds": round(train_s, 2),
                   "examples_per_s": round(len(train) * tr.epochs / train_s, 2),
-                  "windows_per_s": round(train_windows_seen / train_s, 2)},
-        "eval_seconds": round(eval_s, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
-        "data": data_info, "history": history,
+                  "windows_per_s": round(run_state.windows_trained / train_s, 2)},
+        "eval_seconds": round(run_state.eval_seconds, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
+        "data": data_info, "history": run_state.history,
     }
+    if d.enabled:
+        metrics["train"]["world_size"] = d.world_size
+    if run_state.resumed:
+        metrics["train"]["resumed"] = run_state.resumed
     if device.startswith("cuda"):
         metrics["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    _write_outputs(run_dir, best["results"], metrics, cfg, logger, splits)
-    return float(best_f1)
+    _write_outputs(run_dir, run_state.best_results, metrics, cfg, logger, splits)
 
 
 def snippet(context: str, text: str, start: int | None = None, width: int = 30) -> str:

@@ -1,16 +1,22 @@
-"""Training loop: AdamW with encoder/head learning rates, warmup + linear decay, accumulation, clipping."""
+"""Training loop: AdamW with encoder/head learning rates, warmup + linear decay, accumulation, clipping;
+resumable mid-epoch and shardable over DDP ranks."""
 from __future__ import annotations
 
 import logging
 import math
 import time
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from . import distributed
 from .batching import batches, collate
+from .distributed import Dist
 from .features import Window
 
 log = logging.getLogger(__name__)
@@ -33,11 +39,12 @@ def build_optimizer(model, optim, total_steps: int):
     return opt, get_linear_schedule_with_warmup(opt, warmup, total_steps)
 
 
-def steps_per_epoch(windows: list[Window], trainer) -> int:
-    """Expected optimizer steps in one epoch (a last partial accumulation still steps)."""
+def steps_per_epoch(windows: list[Window], trainer, world_size: int = 1) -> int:
+    """Expected optimizer steps in one epoch (a last partial accumulation still steps); with
+    ``world_size`` DDP ranks each runs ceil(batches / world_size) batches."""
     n_null = sum(w.labels[0] == (0, 0) for w in windows)
     n = len(windows) - n_null + round(n_null * min(trainer.null_window_keep, 1.0))
-    return math.ceil(math.ceil(n / trainer.batch_size) / trainer.grad_accum)
+    return math.ceil(math.ceil(math.ceil(n / trainer.batch_size) / world_size) / trainer.grad_accum)
 
 
 def epoch_windows(windows: list[Window], keep: float, seed: int) -> list[Window]:
@@ -48,35 +55,93 @@ def epoch_windows(windows: list[Window], keep: float, seed: int) -> list[Window]
     return [w for w in windows if w.labels[0] != (0, 0) or rng.random() < keep]
 
 
+def epoch_batches(windows: list[Window], trainer, epoch: int) -> tuple[list[Window], list[list[int]]]:
+    """The epoch's window sample and its global batch order: pure functions of ``trainer.seed`` and
+    ``epoch`` (so a resumed run recomputes them instead of storing them)."""
+    seed = trainer.seed * 1000 + epoch
+    windows = epoch_windows(windows, trainer.null_window_keep, seed)
+    return windows, batches([len(w.input_ids) for w in windows], trainer.batch_size, shuffle=True, seed=seed)
+
+
+@dataclass
+class EpochProgress:
+    """Where an epoch stands: ``batch`` batches of this rank's share consumed, the loss accumulators
+    (sum of batch losses, number of batches), windows trained on and seconds spent so far."""
+
+    batch: int = 0
+    total_loss: float = 0.0
+    n_loss: int = 0
+    windows: int = 0
+    seconds: float = 0.0
+
+
+StepCallback = Callable[[int, EpochProgress], None]
+
+
+def _summed(p: EpochProgress, d: Dist) -> EpochProgress:
+    """``p`` with its loss and window counters summed over DDP ranks (``p`` itself when not distributed)."""
+    if not d.enabled:
+        return p
+    total_loss, n_loss, windows = distributed.all_sum([p.total_loss, p.n_loss, p.windows], d)
+    return replace(p, total_loss=total_loss, n_loss=int(n_loss), windows=int(windows))
+
+
+def _optimizer_step(model, opt, sched, trainer) -> None:
+    if trainer.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.max_grad_norm)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+
+
 def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer, pad_id: int, device,
-                amp_dtype, logger, step: int) -> tuple[dict, int]:
-    """One pass over ``windows``; returns (epoch stats, global optimizer step)."""
-    model.train()
-    windows = epoch_windows(windows, trainer.null_window_keep, trainer.seed * 1000 + epoch)
-    order = batches([len(w.input_ids) for w in windows], trainer.batch_size, shuffle=True,
-                    seed=trainer.seed * 1000 + epoch)
-    total_loss, n_loss, seen, t0 = 0.0, 0, 0, time.perf_counter()
-    bar = tqdm(order, desc=f"epoch {epoch}", unit="batch", disable=not trainer.progress)
-    for i, idx in enumerate(bar):
+                amp_dtype, logger, step: int, net: nn.Module | None = None, dist: Dist = Dist(),
+                start: EpochProgress | None = None, on_resume_point: StepCallback | None = None
+                ) -> tuple[dict, int]:
+    """One pass over ``windows``; returns (epoch stats, global optimizer step).
+
+    ``net``: the module called as ``net(batch) -> loss`` (:func:`mrc.distributed.wrap`; default
+    ``model.loss``). Under DDP (``dist``) this rank trains on its shard of the epoch's batch order;
+    the returned loss and ``windows`` are global (every window of the epoch's sample counted once,
+    padding repeats excluded). ``start`` resumes the epoch after ``start.batch`` batches (always an
+    optimizer-step boundary). ``on_resume_point(step, progress)`` is called every
+    ``trainer.resume_every`` optimizer steps with the progress summed over ranks.
+    """
+    net = net if net is not None else distributed.LossForward(model)
+    net.train()
+    windows, order = epoch_batches(windows, trainer, epoch)
+    mine, n_real = distributed.shard_batches(order, dist)
+    p = replace(start) if start is not None else EpochProgress()
+    every = int(trainer.get("resume_every", 0) or 0) if on_resume_point else 0
+    resumed_windows, t0 = p.windows, time.perf_counter()
+    bar = tqdm(range(p.batch, len(mine)), initial=p.batch, total=len(mine), desc=f"epoch {epoch}", unit="batch",
+               disable=not trainer.progress)
+    for i in bar:
+        idx = mine[i]
         batch = {k: v.to(device) for k, v in collate([windows[j] for j in idx], pad_id).items()}
-        with torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype or torch.bfloat16,
-                            enabled=amp_dtype is not None):
-            loss = model.loss(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch} batch {i}")
-        (loss / trainer.grad_accum).backward()
-        total_loss, n_loss, seen = total_loss + loss.item(), n_loss + 1, seen + len(idx)
-        if (i + 1) % trainer.grad_accum == 0 or i + 1 == len(order):
-            if trainer.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            if step % trainer.log_every == 0:
-                rate = seen / (time.perf_counter() - t0)
-                logger.log({"train/loss": total_loss / n_loss, "train/lr": sched.get_last_lr()[0],
-                            "train/windows_per_s": rate, "epoch": epoch}, step=step)
-                bar.set_postfix(loss=f"{total_loss / n_loss:.3f}", win_s=f"{rate:.0f}")
-    seconds = time.perf_counter() - t0
-    return {"loss": total_loss / max(n_loss, 1), "seconds": seconds, "windows": seen}, step
+        boundary = (i + 1) % trainer.grad_accum == 0 or i + 1 == len(mine)
+        with distributed.no_sync(net, skip=not boundary):
+            with torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype or torch.bfloat16,
+                                enabled=amp_dtype is not None):
+                loss = net(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch} batch {i}")
+            (loss / trainer.grad_accum).backward()
+        p.batch = i + 1
+        if i < n_real:
+            p.total_loss, p.n_loss, p.windows = p.total_loss + loss.item(), p.n_loss + 1, p.windows + len(idx)
+        if not boundary:
+            continue
+        _optimizer_step(model, opt, sched, trainer)
+        step += 1
+        if step % trainer.log_every == 0:
+            rate = (p.windows - resumed_windows) * dist.world_size / (time.perf_counter() - t0)
+            mean = p.total_loss / max(p.n_loss, 1)
+            logger.log({"train/loss": mean, "train/lr": sched.get_last_lr()[0],
+                        "train/windows_per_s": rate, "epoch": epoch}, step=step)
+            bar.set_postfix(loss=f"{mean:.3f}", win_s=f"{rate:.0f}")
+        if every and step % every == 0:
+            elapsed = replace(p, seconds=p.seconds + time.perf_counter() - t0)
+            on_resume_point(step, _summed(elapsed, dist))
+    p = _summed(replace(p, seconds=p.seconds + time.perf_counter() - t0), dist)
+    return {"loss": p.total_loss / max(p.n_loss, 1), "seconds": p.seconds, "windows": p.windows}, step

@@ -6,7 +6,10 @@ import time
 
 import pytest
 
-from mrc.demo_data import RELATIONS, is_dev_name, main, make_demo, question_entity, write_demo
+from mrc.data import load_squad
+from mrc.demo_data import (CHECKLIST_TYPES, HELDOUT_QUESTIONS, RELATIONS, WORK_RELATIONS, is_dev_name, main,
+                            make_checklist, make_demo, make_generalization, question_entity, write_demo)
+from mrc.metric import load_references
 
 CJK = re.compile(r"^[\u4e00-\u9fff]+$")
 
@@ -48,7 +51,7 @@ def test_exact_counts_ids_and_format(default):
     train, dev = default
     for split, squad, n in [("train", train, 3000), ("dev", dev, 400)]:
         qas = _qas(squad)
-        assert len(qas) == n and squad["version"] == "demo-1"
+        assert len(qas) == n and squad["version"] == "demo-2"
         assert [qa["id"] for _, qa in qas] == [f"demo-{split}-{i:06d}" for i in range(n)]
         for art in squad["data"]:
             assert art["title"] and len(art["paragraphs"]) == 1
@@ -129,7 +132,8 @@ def test_question_entity_rejects_foreign_question():
 def test_write_demo_idempotent_and_rewrites(tmp_path):
     kw = dict(n_train=40, n_dev=10, seed=5)
     written = write_demo(tmp_path, ["demo/train.json"], **kw)
-    assert written == ["demo/train.json", "demo/dev.json", "demo/meta.json"]
+    assert written == ["demo/train.json", "demo/dev.json", "demo/generalization.json", "demo/checklist.json",
+                       "demo/meta.json"]
     d = tmp_path / "demo"
     train, dev = make_demo(40, 10, 5)
     assert json.loads((d / "train.json").read_text(encoding="utf-8")) == train
@@ -141,17 +145,22 @@ def test_write_demo_idempotent_and_rewrites(tmp_path):
 
     assert write_demo(tmp_path, **kw) == []
     assert {p.name: p.stat().st_mtime_ns for p in d.iterdir()} == mtimes
-    assert sorted(p.name for p in d.iterdir()) == ["dev.json", "meta.json", "train.json"]  # no tmp leftovers
+    assert sorted(p.name for p in d.iterdir()) == ["checklist.json", "dev.json", "generalization.json", "meta.json",
+                                                   "train.json"]  # no tmp leftovers
 
     # train does not depend on n_dev, so only dev (and meta) change
     assert write_demo(tmp_path, n_train=40, n_dev=11, seed=5) == ["demo/dev.json", "demo/meta.json"]
     assert len(_qas(json.loads((d / "dev.json").read_text(encoding="utf-8")))) == 11
-    assert write_demo(tmp_path, n_train=40, n_dev=11, seed=6) == ["demo/train.json", "demo/dev.json", "demo/meta.json"]
+    assert write_demo(tmp_path, n_train=40, n_dev=11, seed=6) == ["demo/train.json", "demo/dev.json",
+                                                                  "demo/generalization.json", "demo/checklist.json",
+                                                                  "demo/meta.json"]
+    # null_rate changes train only
+    assert write_demo(tmp_path, n_train=40, n_dev=11, seed=6, null_rate=0.5) == ["demo/train.json", "demo/meta.json"]
 
     # a file edited by hand is detected and restored
     (d / "train.json").write_text("{}", encoding="utf-8")
-    assert write_demo(tmp_path, n_train=40, n_dev=11, seed=6) == ["demo/train.json"]
-    assert json.loads((d / "train.json").read_text(encoding="utf-8")) == make_demo(40, 11, 6)[0]
+    assert write_demo(tmp_path, n_train=40, n_dev=11, seed=6, null_rate=0.5) == ["demo/train.json"]
+    assert json.loads((d / "train.json").read_text(encoding="utf-8")) == make_demo(40, 11, 6, 0.5)[0]
 
 
 def test_cli(tmp_path, capsys):
@@ -160,3 +169,64 @@ def test_cli(tmp_path, capsys):
     assert len(_qas(json.loads((tmp_path / "demo" / "dev.json").read_text(encoding="utf-8")))) == 4
     assert main([str(tmp_path), "--n-train", "12", "--n-dev", "4", "--seed", "2"]) == 0
     assert "up to date" in capsys.readouterr().out
+
+
+def test_null_rate_adds_unanswerable_training_questions_only():
+    plain, dev = make_demo(600, 20, 4)
+    mixed, dev2 = make_demo(600, 20, 4, null_rate=0.3)
+    assert dev == dev2
+    answerable = [qa for _, qa in _qas(mixed) if not qa.get("is_impossible")]
+    assert answerable == [qa for _, qa in _qas(plain)]  # same answerable questions for every rate
+    nulls = [(ctx, qa) for ctx, qa in _qas(mixed) if qa.get("is_impossible")]
+    n_paragraphs = len(mixed["data"])
+    assert 0.2 * n_paragraphs < len(nulls) < 0.4 * n_paragraphs
+    _check_unanswerable(nulls)
+
+
+def _check_unanswerable(nulls):
+    kinds = {qa["type"] for _, qa in nulls}
+    assert kinds == {"no_fact", "no_entity"}
+    for ctx, qa in nulls:
+        assert qa["answers"] == [] and qa["relation"] in RELATIONS
+        ent, stem = question_entity(qa), RELATIONS[qa["relation"]].stem
+        assert ent + stem not in ctx  # the asked fact is never stated
+        assert stem in ctx            # ...but the relation is, for another entity (a trap)
+        assert (ent in ctx) == (qa["type"] == "no_fact")
+
+
+def test_checklist_types_and_answers():
+    squad = make_checklist(300, 13)
+    qas = _qas(squad)
+    assert len(qas) == 300 and json.dumps(squad) == json.dumps(make_checklist(300, 13))
+    by_type = {t: [(c, qa) for c, qa in qas if qa["type"] == t] for t in CHECKLIST_TYPES}
+    assert all(len(v) >= 30 for v in by_type.values()), {t: len(v) for t, v in by_type.items()}
+    _check_unanswerable(by_type["no_fact"] + by_type["no_entity"])
+    for ctx, qa in by_type["in-domain"] + by_type["paraphrase"]:
+        a = qa["answers"][0]
+        assert ctx[a["answer_start"]:a["answer_start"] + len(a["text"])] == a["text"]
+        assert is_dev_name(question_entity(qa))
+    assert all(qa["question"] == HELDOUT_QUESTIONS[qa["relation"]].format(e=question_entity(qa))
+               for _, qa in by_type["paraphrase"])
+    train_questions = {qa["question"].replace(question_entity(qa), "{e}") for _, qa in _qas(make_demo(2000, 0)[0])}
+    assert not train_questions & set(HELDOUT_QUESTIONS.values())  # held-out wording is never trained on
+
+
+def test_generalization_uses_unseen_relations():
+    squad = make_generalization(200, 13)
+    qas = _qas(squad)
+    assert len(qas) == 200 and {qa["type"] for _, qa in qas} == set(WORK_RELATIONS)
+    assert not set(WORK_RELATIONS) & set(RELATIONS)
+    for ctx, qa in qas:
+        a = qa["answers"][0]
+        assert ctx[a["answer_start"]:a["answer_start"] + len(a["text"])] == a["text"] and ctx.count(a["text"]) == 1
+        assert question_entity(qa) in ctx
+
+
+def test_generated_splits_load_with_project_readers(tmp_path):
+    write_demo(tmp_path, n_train=30, n_dev=10, n_generalization=20, n_checklist=40, null_rate=0.5)
+    for name in ("train", "dev", "generalization", "checklist"):
+        path = tmp_path / "demo" / f"{name}.json"
+        examples, stats = load_squad(path, training=name == "train")
+        assert not stats.skipped and len(examples) == len(load_references(path))
+    checklist, _ = load_squad(tmp_path / "demo" / "checklist.json", training=False)
+    assert any(e.is_impossible for e in checklist) and any(not e.is_impossible for e in checklist)

@@ -1,0 +1,268 @@
+"""Preemption-safe runs: a resumable training state in ``<run dir>/resume/state.pt``.
+
+With ``trainer.resume_every=N`` (> 0) the state is written every N optimizer steps and after each
+epoch's evaluation; with ``trainer.resume=auto`` a run whose run dir holds a state continues from it.
+The state holds the model, optimizer and scheduler, the RNG states of every rank (Python, NumPy,
+torch CPU and CUDA), the position (epoch, batches of the epoch already consumed, optimizer step),
+the epoch's loss accumulators and the run's bookkeeping (best F1 / epoch / results, history, timers).
+The epoch's window sample and batch order are pure functions of the seed and the epoch, so they are
+recomputed rather than stored.
+
+The file is a ``torch.save`` dict of tensors and plain Python values, loaded with
+``weights_only=True`` (no arbitrary pickle); the bookkeeping travels as JSON text. Writes are atomic
+(temp file in the same directory, fsync, ``os.replace``), so a kill at any moment leaves either the
+previous or the new state.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from . import distributed
+from .distributed import Dist
+from .train import EpochProgress
+
+log = logging.getLogger(__name__)
+STATE = Path("resume") / "state.pt"
+VERSION = 1
+# Keys that may change between the interrupted and the resuming invocation.
+VOLATILE_KEYS = ("logger", "paths", "trainer.resume", "trainer.resume_every", "trainer.progress",
+                 "trainer.log_every", "trainer.device")
+
+
+@dataclass
+class RunProgress:
+    """The run's bookkeeping across epochs (everything needed to finish and write metrics.json)."""
+
+    step: int = 0
+    best_f1: float = -1.0
+    best_epoch: int | None = None
+    best_results: dict | None = None
+    history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    windows_trained: int = 0
+    resumed: list[dict] = field(default_factory=list)
+
+    def to_json(self, keep_nbest: bool = True) -> str:
+        """JSON text; ``keep_nbest=False`` drops the best epoch's n-best lists (not needed for outputs)."""
+        data = asdict(self)
+        if not keep_nbest and data["best_results"]:
+            data["best_results"] = {n: {k: v for k, v in r.items() if k != "nbest"}
+                                    for n, r in data["best_results"].items()}
+        return json.dumps(data, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunProgress":
+        """Inverse of :meth:`to_json`."""
+        return cls(**json.loads(text))
+
+
+def state_path(run_dir: str | Path) -> Path:
+    """Where a run dir keeps its resumable state."""
+    return Path(run_dir) / STATE
+
+
+def resume_mode(value: Any) -> str:
+    """Normalise ``trainer.resume``: ``auto``, ``false`` (start over) or ``true`` (a state must exist)."""
+    mode = str(value).strip().lower()
+    if mode not in ("auto", "false", "true"):
+        raise ValueError(f"trainer.resume must be auto, false or true, got {value!r}")
+    return mode
+
+
+def find_state(run_dir: str | Path, mode: Any) -> Path | None:
+    """The state to resume from under ``mode``, or None to start from scratch."""
+    mode, path = resume_mode(mode), state_path(run_dir)
+    if mode == "false":
+        if path.is_file():
+            log.warning("trainer.resume=false: ignoring %s (starting over; it will be overwritten)", path)
+        return None
+    if not path.is_file():
+        if mode == "true":
+            raise FileNotFoundError(f"trainer.resume=true but there is no {path}")
+        return None
+    return path
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temp file next to ``path``, fsync it, then atomically replace ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete temp files left next to ``path`` by a writer killed mid-write; return them."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def load_state(path: str | Path) -> dict:
+    """Read a state written by :class:`Resumer` (tensors on CPU; no arbitrary pickle)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def rng_state() -> dict:
+    """This process's RNG states: Python ``random``, NumPy's global generator, torch CPU and CUDA."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore states captured by :func:`rng_state`."""
+    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        if len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        else:
+            log.warning("CUDA RNG states not restored: saved for %d devices, %d visible",
+                        len(state["cuda"]), torch.cuda.device_count())
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def config_items(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as flat ``dotted.key -> value``, without :data:`VOLATILE_KEYS`."""
+    flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    return {k: v for k, v in flat.items()
+            if not any(k == vk or k.startswith(vk + ".") for vk in VOLATILE_KEYS)}
+
+
+def check_compatible(state: dict, cfg: DictConfig, d: Dist, path: Path) -> None:
+    """Refuse to resume a state written by another configuration or another number of processes."""
+    if state.get("version") != VERSION:
+        raise ValueError(f"{path}: state version {state.get('version')} (expected {VERSION})")
+    hint = "; start over with trainer.resume=false or use another hydra.run.dir"
+    if state["world_size"] != d.world_size:
+        raise ValueError(f"{path} was written by {state['world_size']} process(es), this run has "
+                         f"{d.world_size}{hint}")
+    saved, now = json.loads(state["config"]), config_items(cfg)
+    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if differ:
+        raise ValueError(f"{path}: the configuration differs from the interrupted run's in {differ}{hint}")
+
+
+class Resumer:
+    """Saves and restores the resumable state of one run (a no-op saver when ``resume_every`` is 0).
+
+    Under DDP every rank calls :meth:`save` at the same points (the RNG states are gathered, a
+    collective); only rank 0 writes. Every rank reads the state on resume and takes its own RNG
+    states; rank 0 carries the epoch's summed loss accumulators, the others restart theirs at zero.
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: str | Path, model: torch.nn.Module, opt, sched, d: Dist):
+        self.cfg, self.model, self.opt, self.sched, self.d = cfg, model, opt, sched, d
+        self.run_dir, self.path = Path(run_dir), state_path(run_dir)
+        self.every = int(cfg.trainer.get("resume_every", 0) or 0)
+        self.mode = resume_mode(cfg.trainer.get("resume", "auto"))
+        self.keep_nbest = bool(cfg.decode.get("save_nbest", False))
+
+    @property
+    def enabled(self) -> bool:
+        """Whether states are written."""
+        return self.every > 0
+
+    def restore(self) -> tuple[int, EpochProgress, RunProgress]:
+        """(first epoch to run, its progress, run bookkeeping): from the state if resuming, else fresh."""
+        if self.d.is_main:
+            for p in remove_stale_temps(self.path):
+                log.warning("removed %s (an interrupted write)", p)
+        path = find_state(self.run_dir, self.mode)
+        if path is None:
+            return 1, EpochProgress(), RunProgress()
+        state = load_state(path)
+        check_compatible(state, self.cfg, self.d, path)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"][self.d.rank])
+        run = RunProgress.from_json(state["run"])
+        progress = EpochProgress(**json.loads(state["progress"]))
+        if not self.d.is_main:
+            progress = EpochProgress(batch=progress.batch, seconds=progress.seconds)
+        epoch = state["epoch"]
+        run.resumed.append({"epoch": epoch, "batch": progress.batch, "step": run.step})
+        if epoch > self.cfg.trainer.epochs:
+            log.info("RESUMING from %s: every epoch is done (step %d); writing the outputs", path, run.step)
+        else:
+            log.info("RESUMING from %s: epoch %d after %d of its batches, optimizer step %d, best %s F1 %.2f "
+                     "(epoch %s)", path, epoch, progress.batch, run.step, self.cfg.data.in_domain, run.best_f1,
+                     run.best_epoch)
+        return epoch, progress, run
+
+    def save(self, run: RunProgress, epoch: int, progress: EpochProgress) -> None:
+        """Write the state: ``epoch`` in progress with ``progress`` done (collective under DDP)."""
+        rngs = distributed.gather(rng_state(), self.d)
+        if not self.d.is_main:
+            return
+        state = {"version": VERSION, "world_size": self.d.world_size,
+                 "config": json.dumps(config_items(self.cfg), ensure_ascii=False, sort_keys=True),
+                 "epoch": epoch, "progress": json.dumps(asdict(progress)), "run": run.to_json(self.keep_nbest),
+                 "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                 "scheduler": self.sched.state_dict(), "rng": rngs}
+        atomic_save(state, self.path)
+        log.info("saved resumable state: epoch %d, %d batches done, optimizer step %d -> %s", epoch,
+                 progress.batch, run.step, self.path)
+
+    def step_saver(self, run: RunProgress, epoch: int) -> Callable[[int, EpochProgress], None] | None:
+        """The mid-epoch callback for :func:`mrc.train.train_epoch` (None when states are off)."""
+        if not self.enabled:
+            return None
+
+        def save(step: int, progress: EpochProgress) -> None:
+            run.step = step
+            self.save(run, epoch, progress)
+
+        return save
+
+    def epoch_done(self, run: RunProgress, epoch: int) -> None:
+        """After an epoch's evaluation: a state that starts the next epoch."""
+        if self.enabled:
+            self.save(run, epoch + 1, EpochProgress())
