@@ -1,15 +1,18 @@
-"""The one head contract, plus the span-grid helpers every head shares.
+"""The one head contract, plus the span helpers every head shares.
 
 A head maps encoder states to scores and knows three things about them:
 
 - ``forward(hidden, span_mask) -> scores``   hidden (B, L, H), span_mask (B, L) bool -> head-specific
 - ``loss(scores, span_mask, labels) -> ()``  labels (B, K, 2) long, inclusive (start, end), -1 padded;
                                              (0, 0) = the [CLS] "no answer in this window" slot
-- ``span_scores(scores, span_mask, max_answer_len) -> (B, L, L)`` float32 grid of span scores on a
-  scale that is comparable ACROSS windows (each head documents its scale); invalid cells hold ``NEG``
-  and cell (0, 0) is the window's ``null_score``.
+- ``span_scores(scores, span_mask, max_answer_len) -> (B, L, A)`` float32 *band* of span scores:
+  cell ``[s, o]`` scores the span ``(s, s + o)``, ``A = min(max_answer_len, L)`` (``L`` for None).
+  Scores are on a scale comparable ACROSS windows (each head documents its scale); invalid cells hold
+  ``NEG`` and cell ``[0, 0]`` is the window's ``null_score``.
 
-Decoding is then shared: ``top_spans`` takes the n best non-null cells of any head's grid.
+Decoding only ever needs spans of at most ``max_answer_len`` tokens, so the band holds ``L * A`` cells
+instead of the full ``L * L`` grid (A = 30 of L = 384: 13x fewer). ``top_spans`` then takes the n best
+non-null cells of any head's band.
 """
 from __future__ import annotations
 
@@ -45,25 +48,59 @@ def valid_spans(span_mask: torch.Tensor, max_answer_len: int | None = None) -> t
     return ok[None] & span_mask[:, :, None] & span_mask[:, None, :]
 
 
-def masked(grid: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Set invalid cells of a float32 grid to ``NEG``."""
-    return grid.float().masked_fill(~valid, NEG)
-
-
 def primary_target(labels: torch.Tensor, L: int) -> torch.Tensor:
     """(B,) flattened grid index of the first gold span of each window."""
     return labels[:, 0, 0] * L + labels[:, 0, 1]
 
 
-def top_spans(grid: torch.Tensor, n_best: int):
-    """Best non-null spans of a (B, L, L) grid: (starts, ends, scores), each (B, k), plus null (B,).
+def band_width(L: int, max_answer_len: int | None) -> int:
+    """Cells per start in the band: ``min(max_answer_len, L)``."""
+    return L if max_answer_len is None else max(1, min(int(max_answer_len), L))
+
+
+def band_index(L: int, A: int, device=None) -> torch.Tensor:
+    """(L, A) end positions ``s + o``, clamped into range (clamped cells are masked by ``span_band``)."""
+    pos = torch.arange(L, device=device)
+    return (pos[:, None] + torch.arange(A, device=device)[None]).clamp_(max=L - 1)
+
+
+def span_band(span_mask: torch.Tensor, A: int) -> torch.Tensor:
+    """(B, L, A) bool validity of the band: both ends in ``span_mask``, ``s + o < L``, [CLS] only as [0, 0]."""
+    L = span_mask.shape[1]
+    pos = torch.arange(L, device=span_mask.device)
+    inside = (pos[:, None] + torch.arange(A, device=span_mask.device)[None]) < L  # (L, A)
+    inside[0, 1:] = False  # [CLS] may only pair with itself
+    return span_mask[:, :, None] & span_mask[:, band_index(L, A, span_mask.device)] & inside[None]
+
+
+def band_of(grid: torch.Tensor, A: int) -> torch.Tensor:
+    """The (B, L, A) band ``grid[b, s, s + o]`` of a full (B, L, L) grid (invalid cells not yet masked)."""
+    B, L, _ = grid.shape
+    return grid.gather(2, band_index(L, A, grid.device).expand(B, L, A))
+
+
+def mask_grid(grid: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:
+    """A full (B, L, L) float32 grid with ``NEG`` on invalid cells (no length limit), masked in place
+    with broadcast masks, so no (B, L, L) boolean tensor is ever built. Same cells as ``valid_spans``."""
+    L = grid.shape[1]
+    upper = torch.ones(L, L, dtype=torch.bool, device=grid.device).triu_()  # end >= start
+    upper[0, 1:] = False
+    grid = grid.float()
+    return grid.masked_fill_(~upper, NEG).masked_fill_(~span_mask[:, :, None], NEG).masked_fill_(
+        ~span_mask[:, None, :], NEG)
+
+
+def top_spans(band: torch.Tensor, n_best: int):
+    """Best non-null spans of a (B, L, A) band: (starts, ends, scores), each (B, k), plus null (B,).
 
     Cells with score ``NEG`` are invalid; callers drop candidates whose score is <= NEG / 2.
     """
-    B, L, _ = grid.shape
-    null = grid[:, 0, 0].clone()
-    flat = grid.reshape(B, L * L).clone()
+    B, L, A = band.shape
+    flat = band.reshape(B, L * A)
+    null = flat[:, 0].clone()
+    flat = flat.clone()
     flat[:, 0] = NEG
-    k = min(n_best, L * L)
+    k = min(n_best, L * A)
     scores, idx = flat.topk(k, dim=1)
-    return idx // L, idx % L, scores, null
+    starts = idx // A
+    return starts, starts + idx % A, scores, null

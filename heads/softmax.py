@@ -5,11 +5,10 @@ positions ([CLS] included), so every window's span scores are log-probabilities 
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import NEG, SpanHead, masked, valid_spans
+from .base import NEG, SpanHead, band_index, band_width, span_band
 
 
 class SoftmaxHead(SpanHead):
@@ -31,7 +30,9 @@ class SoftmaxHead(SpanHead):
         return (F.cross_entropy(scores[..., 0], start) + F.cross_entropy(scores[..., 1], end)) / 2
 
     def span_scores(self, scores, span_mask, max_answer_len):
-        """Grid of ``log p(start) + log p(end)`` over valid spans."""
+        """Band of ``log p(start) + log p(end)`` over valid spans."""
         logp = scores.log_softmax(dim=1)  # (B, L, 2)
-        grid = logp[:, :, None, 0] + logp[:, None, :, 1]  # (B, L, L)
-        return masked(grid, valid_spans(span_mask, max_answer_len))
+        L = logp.shape[1]
+        A = band_width(L, max_answer_len)
+        band = logp[:, :, None, 0] + logp[:, band_index(L, A, logp.device), 1]  # (B, L, A)
+        return band.masked_fill_(~span_band(span_mask, A), NEG)

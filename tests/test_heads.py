@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from heads.base import NEG, top_spans, valid_spans
-from heads.globalpointer import EfficientGlobalPointer, GlobalPointer, multilabel_ce, rotary
+from heads.base import NEG, band_of, mask_grid, span_band, top_spans, valid_spans
+from heads.globalpointer import EfficientGlobalPointer, GlobalPointer, log_normaliser, multilabel_ce, rotary
 from heads.softmax import SoftmaxHead
 from mrc.data import Example
 from mrc.features import Window
@@ -23,6 +23,47 @@ def cells(valid):
 def test_valid_spans_rules():
     assert cells(valid_spans(MASK)) == {(0, 0), (3, 3), (3, 4), (3, 5), (4, 4), (4, 5), (5, 5)}
     assert cells(valid_spans(MASK, max_answer_len=2)) == {(0, 0), (3, 3), (3, 4), (4, 4), (4, 5), (5, 5)}
+
+
+def test_band_helpers_match_the_full_grid():
+    assert cells(span_band(MASK, 7)) == {(s, e - s) for s, e in cells(valid_spans(MASK))}
+    assert cells(span_band(MASK, 2)) == {(s, e - s) for s, e in cells(valid_spans(MASK, 2))}
+    grid = torch.arange(49.0).reshape(1, 7, 7)
+    assert band_of(grid, 3)[0, 2].tolist() == [16.0, 17.0, 18.0]  # grid[2, 2..4]
+    torch.manual_seed(0)
+    raw = torch.randn(3, 7, 7)
+    masks = torch.stack([MASK[0], torch.tensor([1, 0, 1, 1, 1, 1, 1], dtype=torch.bool), torch.ones(7, dtype=torch.bool)])
+    reference = raw.masked_fill(~valid_spans(masks), NEG)
+    assert torch.equal(mask_grid(raw.clone(), masks), reference)
+
+
+@pytest.mark.parametrize("make", [lambda: SoftmaxHead(16), lambda: GlobalPointer(16, head_size=8),
+                                  lambda: GlobalPointer(16, head_size=8, loss="multilabel"),
+                                  lambda: EfficientGlobalPointer(16, head_size=8)])
+@pytest.mark.parametrize("max_answer_len", [None, 1, 3, 40])
+def test_band_decode_equals_full_grid_decode(make, max_answer_len):
+    """The band holds exactly the full grid's valid cells with the same scores: same n-best, same null."""
+    torch.manual_seed(1)
+    head = make().eval()
+    L = 12
+    mask = torch.rand(4, L) > 0.3
+    mask[:, 0] = True
+    scores = head(torch.randn(4, L, 16), mask)
+    band = head.span_scores(scores, mask, max_answer_len)
+    if isinstance(head, SoftmaxHead):
+        logp = scores.log_softmax(1)
+        full = logp[:, :, None, 0] + logp[:, None, :, 1]
+    else:
+        full = scores - (scores.reshape(4, -1).logsumexp(1)[:, None, None] if head.loss_type == "softmax" else 0)
+    full = full.masked_fill(~valid_spans(mask, max_answer_len), NEG)
+    s, e, sc, null = top_spans(band, 10)
+    flat = full.reshape(4, -1).clone()
+    ref_null = flat[:, 0].clone()
+    flat[:, 0] = NEG
+    ref_sc, ref_idx = flat.topk(10, 1)
+    assert torch.allclose(sc, ref_sc, atol=1e-5) and torch.allclose(null, ref_null, atol=1e-5)
+    keep = sc > NEG / 2
+    assert torch.equal(s[keep], (ref_idx // L)[keep]) and torch.equal(e[keep], (ref_idx % L)[keep])
 
 
 def test_softmax_decode_respects_order_and_length():
@@ -65,7 +106,7 @@ def test_globalpointer_grid_mask_and_softmax_loss(cls):
     expected = F.cross_entropy(grid.reshape(1, -1), torch.tensor([3 * 7 + 5]))
     assert head.loss(grid, MASK, labels).item() == pytest.approx(expected.item())
     lp = head.span_scores(grid, MASK, None)
-    assert torch.logsumexp(lp[valid], 0).item() == pytest.approx(0.0, abs=1e-5)  # a distribution per window
+    assert torch.logsumexp(lp[span_band(MASK, 7)], 0).item() == pytest.approx(0.0, abs=1e-5)  # a distribution
 
 
 def test_efficient_globalpointer_is_a_globalpointer():
@@ -83,9 +124,16 @@ def test_globalpointer_decode_argmax_and_length_limit():
     s, e, _, _ = top_spans(head.span_scores(grid, MASK, 2), 1)
     assert (s.item(), e.item()) == (4, 4)
     ml = GlobalPointer(8, head_size=4, loss="multilabel")
-    assert ml.span_scores(grid, MASK, None)[0, 3, 5].item() == 5.0  # raw scores on the 0-threshold scale
+    assert ml.span_scores(grid, MASK, None)[0, 3, 2].item() == 5.0  # band cell (3, 3+2); raw scores
     _, _, _, null = top_spans(ml.span_scores(grid, MASK, None), 1)
     assert null.item() == 1.0
+
+
+def test_log_normaliser_is_logsumexp():
+    torch.manual_seed(0)
+    flat = torch.randn(3, 50) * 20
+    flat[1, :40] = NEG  # mostly invalid cells
+    assert torch.allclose(log_normaliser(flat), flat.logsumexp(1), atol=1e-4)
 
 
 def test_multilabel_loss_by_hand():

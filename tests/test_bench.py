@@ -1,0 +1,79 @@
+"""The speed benchmark's peer pieces and a tiny end-to-end run (no timing assertions: figures go to
+experiments/perf/, not tests)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mrc import bench, bench_peer
+from mrc.data import Example
+from mrc.demo_data import write_demo
+from mrc.encoder import tiny_bert
+from mrc.model import SpanModel
+from heads.softmax import SoftmaxHead
+
+
+def _example(qid, question, context, answer):
+    start = context.index(answer)
+    return Example(qid, question, context, [answer], [start], False, None)
+
+
+@pytest.fixture(scope="module")
+def enc():
+    texts = ["北京是中国的首都，人口约2189万人。", "长江全长6300公里，是中国第一长河。"]
+    return tiny_bert(texts=texts * 5, layers=1, hidden_size=32, heads=2, intermediate_size=64, seed=0)
+
+
+def test_peer_train_features_label_the_answer_tokens(enc):
+    ex = _example("a", "长江有多长？", "长江全长6300公里，是中国第一长河。" * 3, "6300公里")
+    feats = bench_peer.train_features(enc.tokenizer, [ex], max_len=24, doc_stride=8, pad=True)
+    assert len(feats) > 1 and all(len(f["input_ids"]) == 24 for f in feats)
+    hits = [f for f in feats if f["start_positions"] > 0]
+    assert hits and all(f["start_positions"] <= f["end_positions"] for f in hits)
+    for f in hits:
+        text = enc.tokenizer.decode(f["input_ids"][f["start_positions"]:f["end_positions"] + 1]).replace(" ", "")
+        assert text == "6300公里"
+    assert any(f["start_positions"] == 0 and f["end_positions"] == 0 for f in feats)  # windows without it
+
+
+def test_peer_postprocess_picks_best_valid_pair():
+    ex = _example("q", "?", "abcdefgh", "cd")
+    offsets = [None, (0, 1), (1, 2), (2, 3), (3, 4), (4, 5), None]
+    start = np.array([9.0, 0, 0, 5, 1, 0, 9.0])   # 0 and 6 are not context: never chosen
+    end = np.array([9.0, 0, 0, 0, 4, 6, 9.0])
+    # best valid pair: start 3 (c) + end 5 (e) = 11 > start 3 + end 4 = 9
+    assert bench_peer.postprocess([ex], [(0, offsets)], [start], [end]) == {"q": "cde"}
+    assert bench_peer.postprocess([ex], [(0, offsets)], [start], [end], max_answer_len=2) == {"q": "cd"}
+
+
+def test_transplanted_softmax_weights_give_the_same_logits(enc):
+    head = SoftmaxHead(enc.hidden_size)
+    ours = SpanModel(enc.model, head).eval()
+    peer = bench_peer.qa_model(enc.model, head.proj).eval()
+    ids = enc.tokenizer("长江有多长？", "长江全长6300公里。", return_tensors="pt")
+    mask = torch.ones_like(ids["input_ids"], dtype=torch.bool)
+    with torch.no_grad():
+        a = ours(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"],
+                 token_type_ids=ids["token_type_ids"], span_mask=mask)
+        b = peer(**ids)
+    assert torch.allclose(a[0, :, 0], b.start_logits[0], atol=1e-5)
+    assert torch.allclose(a[0, :, 1], b.end_logits[0], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_bench_runs_end_to_end(tmp_path):
+    write_demo(tmp_path, n_train=10, n_dev=60, n_generalization=1, n_checklist=1)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--data", str(tmp_path / "demo" / "dev.json"), "--vocab", str(tmp_path / "none.txt"),
+                       "--out", str(out), "--n-eval", "20", "--max-len", "64", "--max-query-len", "16",
+                       "--doc-stride", "16", "--hidden", "32", "--batch-size", "8", "--eval-batch-size", "16"]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["ours"]) == {"softmax", "globalpointer", "efficient_globalpointer"}
+    assert set(result["peer"]["train"]) == {"default", "tuned"} and set(result["peer"]["eval"]) == {"default", "tuned"}
+    for key in ("train_vs_hf", "eval_vs_hf", "eval_vs_forward", "decode_share"):
+        assert isinstance(result["ratios"][key], float) and result["ratios"][key] > 0
+    assert result["config"]["n_eval"] == 20 and result["config"]["n_train"] == 40
+    # our softmax weights give the same answers through the peer's evaluation path
+    ours = result["ours"]["softmax"]["eval"]
+    assert abs(result["peer"]["ours_softmax_weights_via_peer"]["F1"] - ours["F1"]) <= 10.0
