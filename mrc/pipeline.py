@@ -65,14 +65,18 @@ def load_data(cfg: DictConfig, run_dir: Path, main: bool = True):
     """
     root = resolve_data_root(cfg.data.root)
     specs = split_specs(cfg.data.eval) if main else {}
-    needed = list(cfg.data.train) + input_paths(specs)
+    train_specs = split_specs({f"train{i}": entry for i, entry in enumerate(cfg.data.train)})
+    needed = input_paths(train_specs) + input_paths(specs)
     if cfg.data.get("prepare") and main:
         instantiate(cfg.data.prepare, root=root, needed=needed)
     train, train_stats = [], []
-    for rel in cfg.data.train:
-        examples, stats = load_squad(root / rel, training=True)
+    for name, spec in train_specs.items():
+        path, build_counts = materialise(name, spec, root, run_dir)
+        if path is None:
+            continue
+        examples, stats = load_squad(path, training=True)
         train.extend(examples)
-        train_stats.append(stats.as_dict())
+        train_stats.append(stats.as_dict() | ({"build": build_counts} if build_counts else {}))
     if cfg.data.limit_train:
         train = train[:cfg.data.limit_train]
     splits = {}
@@ -88,12 +92,25 @@ def load_data(cfg: DictConfig, run_dir: Path, main: bool = True):
             gold = [g for g in gold if g.id in keep]
         stats = stats.as_dict() | ({"build": build_counts} if build_counts else {})
         splits[name] = Split(name, path, examples, gold, stats, spec)
+    if cfg.data.get("check_overlap", True):
+        check_overlap(train, splits)
     if main and cfg.data.in_domain not in splits:
         raise ValueError(f"data.in_domain={cfg.data.in_domain!r} is not among the loaded eval splits "
                          f"{sorted(splits)}")
     if not train:
         raise ValueError(f"no usable training examples in {list(cfg.data.train)} under {root}")
     return root, train, train_stats, splits
+
+
+def check_overlap(train: list[Example], splits: dict[str, Split]) -> None:
+    """Refuse a run whose training data shares question ids with an evaluation split."""
+    train_ids = {e.id for e in train}
+    for name, split in splits.items():
+        shared = sorted(train_ids.intersection(g.id for g in split.gold))
+        if shared:
+            raise ValueError(f"eval split {name!r} ({split.path}) shares {len(shared)} question ids with the "
+                             f"training data, e.g. {shared[:3]}; fix data.train/data.eval or set "
+                             "data.check_overlap=false")
 
 
 def score(split: Split, predictions: dict[str, str]) -> tuple[dict, dict]:

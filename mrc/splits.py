@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def split_specs(eval_cfg) -> dict[str, dict]:
-    """Normalise ``data.eval`` entries to dicts with ``optional`` set."""
+    """Normalise ``data.eval`` (or ``data.train``) entries to dicts with ``optional`` set."""
     out = {}
     for name, spec in (eval_cfg or {}).items():
         spec = {"path": spec} if isinstance(spec, str) else OmegaConf.to_container(spec, resolve=False)
@@ -50,17 +51,22 @@ def materialise(name: str, spec: dict, root: Path, run_dir: Path) -> tuple[Path 
     src = root / (spec.get("path") or spec["source"])
     if not src.is_file():
         if spec["optional"]:
-            log.warning("eval split %s: %s not found; skipped", name, src)
+            log.warning("data split %s: %s not found; skipped", name, src)
             return None, None
-        raise FileNotFoundError(f"eval split {name}: {src} not found")
+        raise FileNotFoundError(f"data split {name}: {src} not found")
     if "builder" not in spec:
         return src, None
-    build = instantiate(OmegaConf.create(spec["builder"]))
-    built, counts = build(read_json(src))
+    builders = spec["builder"] if isinstance(spec["builder"], list) else [spec["builder"]]
+    built, counts = read_json(src), {}
+    for i, b in enumerate(builders):  # a list of builders is applied in order, e.g. subset then rewrite
+        built, c = instantiate(OmegaConf.create(b))(built)
+        counts = c if len(builders) == 1 else {**counts, f"step{i}": c}
     out = run_dir / "splits" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(built, ensure_ascii=False), encoding="utf-8")
-    log.info("eval split %s: built from %s -> %s %s", name, src, out, counts)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # atomic: DDP ranks may build the same file
+    tmp.write_text(json.dumps(built, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, out)
+    log.info("data split %s: built from %s -> %s %s", name, src, out, counts)
     return out, counts
 
 
