@@ -1,0 +1,345 @@
+"""Masked-LM pretraining of the encoders this project fine-tunes: ``python -m mrc.pretrain [key=value ...]``.
+
+From scratch (a BERT of any size with a WordPiece ``vocab_file``) or continued from any HF masked-LM
+checkpoint (``model.init_from``). Corpus lines that overlap the evaluation files are dropped first
+(:mod:`mrc.pretrain_data`); masks are dynamic, optionally whole-word (:mod:`mrc.masking`). The
+vocabulary projection runs only on the hidden states of masked positions. Writes ``<run dir>/encoder``
+(HF format: ``config.json``, ``model.safetensors`` of the BertModel, tokenizer files), which
+``python run.py encoder=roberta_wwm encoder.name_or_path=<run dir>/encoder`` fine-tunes, and
+``<run dir>/pretrain_summary.json``. Rerunning the same command in the same run dir resumes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from . import pretrain_data as pd
+from .pretrain_data import Corpora, masked_batch, prepare_corpora
+from .masking import IGNORE_INDEX, mask_generator, replacement_ids
+from .resume import atomic_save, load_state, remove_stale_temps, resume_mode, rng_state, set_rng_state
+
+log = logging.getLogger(__name__)
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "pretrain"
+STATE = Path("resume") / "pretrain_state.pt"
+CORPUS_CACHE = Path("resume") / "corpus.npz"  # tokenized corpus, reused when resuming
+VERSION = 1
+# Settings a resumed run must share with the interrupted one (everything else may change, e.g. budgets).
+RESUME_KEYS = ("seed", "model", "data", "masking", "optim", "train.batch_size", "train.grad_accum",
+               "train.max_steps")
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")
+HELDOUT_SEED_OFFSET = 7919  # held-out masks come from their own fixed stream
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved with the resumable state."""
+
+    step: int = 0
+    total_steps: int | None = None
+    seconds: float = 0.0
+    tokens: int = 0
+    acc_before: float | None = None
+    loss_curve: list = field(default_factory=list)  # [step, mean loss, mean masked accuracy] per log
+    resumed: list = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def build_model(m: DictConfig):
+    """(masked-LM model, fast tokenizer): from ``m.init_from`` or a fresh BERT sized by ``m``."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from .encoder import _wordpiece_tokenizer
+
+    if m.init_from:
+        kw = dict(local_files_only=bool(m.local_files_only))
+        tokenizer = AutoTokenizer.from_pretrained(m.init_from, use_fast=True, **kw)
+        return AutoModelForMaskedLM.from_pretrained(m.init_from, **kw), tokenizer
+    if not m.vocab_file or not Path(m.vocab_file).is_file():
+        raise FileNotFoundError(f"model.vocab_file={m.vocab_file}: a WordPiece vocab.txt is needed from scratch")
+    tokenizer = _wordpiece_tokenizer(m.vocab_file, bool(m.lowercase))
+    tokenizer.model_max_length = int(m.max_position)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=m.hidden_size, num_hidden_layers=m.layers,
+                        num_attention_heads=m.heads, intermediate_size=m.intermediate_size,
+                        max_position_embeddings=m.max_position, hidden_dropout_prob=m.dropout,
+                        attention_probs_dropout_prob=m.dropout, pad_token_id=tokenizer.pad_token_id)
+    return BertForMaskedLM(config), tokenizer
+
+
+def mlm_head(model) -> torch.nn.Module:
+    """The prediction head (transform + tied vocabulary projection) of a BERT- or RoBERTa-style MLM."""
+    for name in ("cls", "lm_head"):
+        if isinstance(getattr(model, name, None), torch.nn.Module):
+            return getattr(model, name)
+    raise TypeError(f"{type(model).__name__}: no `cls` or `lm_head` prediction head")
+
+
+def mlm_forward(model, input_ids, attention_mask, labels) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(mean loss, correct predictions, masked tokens); logits only at masked positions."""
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+    where = labels != IGNORE_INDEX  # (B, T)
+    logits = mlm_head(model)(hidden[where])  # (M, V): M masked tokens, never B*T
+    target = labels[where]  # (M,)
+    loss = F.cross_entropy(logits.float(), target)
+    return loss, (logits.argmax(-1) == target).sum(), int(target.numel())
+
+
+def build_optimizer(model, o: DictConfig) -> torch.optim.AdamW:
+    """AdamW, weight decay off for biases and LayerNorm weights (schedule: :func:`lr_factor`)."""
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if any(k in n for k in NO_DECAY) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+
+
+def warmup_steps(o: DictConfig, total: int | None) -> int:
+    """Warmup length: ``optim.warmup_steps`` if set, else ``warmup_ratio`` of the step budget."""
+    if o.warmup_steps is not None:
+        return int(o.warmup_steps)
+    if total is None:
+        raise ValueError("a time-only budget (train.max_steps=null) needs optim.warmup_steps")
+    return int(o.warmup_ratio * total)
+
+
+def lr_factor(step: int, warmup: int, total: int | None) -> float:
+    """Linear warmup to 1 over ``warmup`` steps, then linear decay to 0 at ``total`` (flat if unknown)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if total is None:
+        return 1.0
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+# ----------------------------------------------------------------------------- evaluation and state
+
+
+@torch.no_grad()
+def heldout_accuracy(model, corpora: Corpora, tokenizer, replacements, cfg: DictConfig, device) -> float | None:
+    """Masked-token accuracy on the held-out sequences under fixed masks (the same before and after)."""
+    held = corpora.heldout
+    if len(held) == 0:
+        return None
+    model.eval()
+    correct, total, bs = 0, 0, int(cfg.train.eval_batch_size)
+    for i, lo in enumerate(range(0, len(held), bs)):
+        gen = mask_generator(cfg.seed + HELDOUT_SEED_OFFSET, i)
+        ids, att, labels = masked_batch(held, list(range(lo, min(lo + bs, len(held)))), tokenizer,
+                                        replacements, cfg.masking, gen)
+        with _autocast(cfg, device):
+            _, right, n = mlm_forward(model, ids.to(device), att.to(device), labels.to(device))
+        correct, total = correct + int(right), total + n
+    model.train()
+    return correct / max(total, 1)
+
+
+def _autocast(cfg: DictConfig, device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and bool(cfg.train.bf16))
+
+
+def resume_items(cfg: DictConfig) -> dict:
+    """The settings of :data:`RESUME_KEYS`, resolved, as plain values."""
+    out = {}
+    for key in RESUME_KEYS:
+        node = OmegaConf.select(cfg, key)
+        out[key] = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    return out
+
+
+def save_state(path: Path, cfg: DictConfig, model, opt, progress: Progress) -> None:
+    """Atomically write everything needed to continue: weights, optimizer, progress, RNG states."""
+    atomic_save({"version": VERSION, "config": json.dumps(resume_items(cfg), sort_keys=True, ensure_ascii=False),
+                 "model": model.state_dict(), "optimizer": opt.state_dict(),
+                 "progress": json.dumps(asdict(progress)), "rng": rng_state()}, path)
+
+
+def restore_state(path: Path, cfg: DictConfig, model, opt) -> Progress | None:
+    """Load the state at ``path`` (per ``train.resume``) into model and optimizer; None if starting over."""
+    mode = resume_mode(cfg.train.resume)
+    remove_stale_temps(path)
+    if mode == "false" or not path.is_file():
+        if mode == "true":
+            raise FileNotFoundError(f"train.resume=true but there is no {path}")
+        return None
+    state = load_state(path)
+    saved, now = json.loads(state["config"]), json.loads(json.dumps(resume_items(cfg), sort_keys=True))
+    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if state.get("version") != VERSION or differ:
+        raise ValueError(f"{path}: written by another configuration ({differ or 'version'}); start over with "
+                         "train.resume=false or use another hydra.run.dir")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    progress = Progress(**json.loads(state["progress"]))
+    progress.resumed.append({"step": progress.step, "seconds": round(progress.seconds, 1)})
+    log.info("RESUMING from %s at optimizer step %d (%.0f s trained)", path, progress.step, progress.seconds)
+    return progress
+
+
+def save_encoder(model, tokenizer, out: Path) -> None:
+    """The encoder (BertModel, no MLM head) and tokenizer in HF format, loadable by AutoModel/AutoTokenizer."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.base_model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _budget_done(cfg: DictConfig, p: Progress) -> str | None:
+    if p.total_steps is not None and p.step >= p.total_steps:
+        return "max_steps"
+    if cfg.train.max_minutes is not None and p.seconds >= 60 * float(cfg.train.max_minutes):
+        return "max_minutes"
+    return None
+
+
+def _fix_horizon(cfg: DictConfig, p: Progress) -> None:
+    # Time-only budget: after calibrate_steps, the schedule's horizon is the steps that fit in the time left.
+    if p.total_steps is None and p.step >= int(cfg.train.calibrate_steps):
+        left = 60 * float(cfg.train.max_minutes) - p.seconds
+        p.total_steps = p.step + max(0, int(left / (p.seconds / p.step)))
+        log.info("time budget: schedule horizon set to %d optimizer steps", p.total_steps)
+
+
+def train_step(model, opt, corpora: Corpora, tokenizer, replacements, cfg: DictConfig, p: Progress,
+               device) -> tuple[float, float, int]:
+    """One optimizer step of ``grad_accum`` micro-batches: (mean loss, masked accuracy, tokens seen)."""
+    t, accum = cfg.train, int(cfg.train.grad_accum)
+    losses, right, masked, tokens = 0.0, 0, 0, 0
+    for micro in range(accum):
+        draw = p.step * accum + micro
+        idx = pd.draw_indices(len(corpora.train), int(t.batch_size), draw, cfg.seed)
+        ids, att, labels = masked_batch(corpora.train, idx, tokenizer, replacements, cfg.masking,
+                                        mask_generator(cfg.seed, draw))
+        with _autocast(cfg, device):
+            loss, ok, n = mlm_forward(model, ids.to(device), att.to(device), labels.to(device))
+        (loss / accum).backward()
+        losses, right, masked = losses + loss.item() / accum, right + int(ok), masked + n
+        tokens += int(att.sum())
+    torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg.optim.max_grad_norm))
+    factor = lr_factor(p.step, warmup_steps(cfg.optim, p.total_steps), p.total_steps)
+    for group in opt.param_groups:
+        group["lr"] = float(cfg.optim.lr) * factor
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return losses, right / max(masked, 1), tokens
+
+
+def _check_budget(cfg: DictConfig) -> None:
+    if cfg.train.max_steps is None and cfg.train.max_minutes is None:
+        raise ValueError("set train.max_steps and/or train.max_minutes")
+    warmup_steps(cfg.optim, cfg.train.max_steps)  # a time-only budget needs optim.warmup_steps
+
+
+def run_pretrain(cfg: DictConfig, out_dir: str | Path, interrupt_at: int | None = None) -> dict:
+    """Pretrain per ``cfg`` into ``out_dir``; returns the summary. ``interrupt_at``: stop after that optimizer
+    step as if killed right after the state was saved (for tests of resuming)."""
+    from hydra.utils import instantiate
+    from tqdm.auto import tqdm
+
+    _check_budget(cfg)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.train.device if cfg.train.device != "auto" else
+                          ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, tokenizer = build_model(cfg.model)
+    if cfg.data.max_len > model.config.max_position_embeddings:
+        raise ValueError(f"data.max_len={cfg.data.max_len} exceeds the model's "
+                         f"{model.config.max_position_embeddings} positions")
+    model.to(device).train()
+    corpora = prepare_corpora(cfg, tokenizer, out_dir, cache=out_dir / CORPUS_CACHE)
+    replacements = replacement_ids(tokenizer.get_vocab(), tokenizer.all_special_ids)
+    opt = build_optimizer(model, cfg.optim)
+    state_path = out_dir / STATE
+    p = restore_state(state_path, cfg, model, opt) or Progress(total_steps=cfg.train.max_steps)
+    if p.step == 0 and not p.resumed:
+        p.acc_before = heldout_accuracy(model, corpora, tokenizer, replacements, cfg, device)
+    logger = instantiate(cfg.logger, dir=str(out_dir))
+    try:
+        logger.log_config(OmegaConf.to_container(cfg, resolve=True))
+        stopped = _train_loop(model, opt, corpora, tokenizer, replacements, cfg, p, device, logger, state_path,
+                              interrupt_at, tqdm)
+        if stopped == "interrupted":
+            return {"interrupted_at": p.step}
+        summary = _finish(model, tokenizer, corpora, replacements, cfg, p, device, out_dir, stopped)
+        logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+        return summary
+    finally:
+        logger.finish()
+
+
+def _train_loop(model, opt, corpora, tokenizer, replacements, cfg, p: Progress, device, logger, state_path,
+                interrupt_at, tqdm) -> str:
+    t = cfg.train
+    bar = tqdm(total=p.total_steps, initial=p.step, disable=not t.progress, desc="pretrain", unit="step")
+    window = [0.0, 0.0, 0, 0.0, 0]  # loss sum, accuracy sum, tokens, seconds, steps since the last log
+    while (stopped := _budget_done(cfg, p)) is None:
+        start = time.perf_counter()
+        loss, acc, tokens = train_step(model, opt, corpora, tokenizer, replacements, cfg, p, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        took = time.perf_counter() - start
+        p.step, p.seconds, p.tokens = p.step + 1, p.seconds + took, p.tokens + tokens
+        window = [window[0] + loss, window[1] + acc, window[2] + tokens, window[3] + took, window[4] + 1]
+        if t.max_steps is None:
+            _fix_horizon(cfg, p)
+        bar.total = p.total_steps
+        bar.update(1)
+        if p.step % int(t.log_every) == 0 or _budget_done(cfg, p):
+            n = window[4]
+            metrics = {"train/loss": window[0] / n, "train/mlm_acc": window[1] / n,
+                       "train/tokens_per_s": window[2] / max(window[3], 1e-9), "train/lr": opt.param_groups[0]["lr"]}
+            logger.log(metrics, step=p.step)
+            p.loss_curve.append([p.step, round(metrics["train/loss"], 6), round(metrics["train/mlm_acc"], 6)])
+            bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['train/mlm_acc']:.3f}")
+            window = [0.0, 0.0, 0, 0.0, 0]
+        if p.step % int(t.save_every) == 0 or _budget_done(cfg, p) or p.step == interrupt_at:
+            save_state(state_path, cfg, model, opt, p)
+        if p.step == interrupt_at:
+            bar.close()
+            return "interrupted"
+    bar.close()
+    return stopped
+
+
+def _finish(model, tokenizer, corpora, replacements, cfg, p: Progress, device, out_dir: Path, stopped) -> dict:
+    acc_after = heldout_accuracy(model, corpora, tokenizer, replacements, cfg, device)
+    encoder_dir = out_dir / "encoder"
+    save_encoder(model, tokenizer, encoder_dir)
+    summary = {"encoder_dir": str(encoder_dir), "stopped_by": stopped, "steps": p.step, "total_steps": p.total_steps,
+               "train_seconds": round(p.seconds, 3), "tokens": p.tokens,
+               "tokens_per_s": round(p.tokens / max(p.seconds, 1e-9), 1),
+               "heldout_acc_before": p.acc_before, "heldout_acc_after": acc_after,
+               "dropped_lines": corpora.info["eval_overlap"]["dropped"], "corpus": corpora.info,
+               "parameters": sum(q.numel() for q in model.base_model.parameters()), "device": str(device),
+               "loss_curve": p.loss_curve, "resumed": p.resumed}
+    (out_dir / "pretrain_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    log.info("pretraining done (%s): %d steps, %.0f tokens/s, held-out masked accuracy %s -> %s; encoder in %s",
+             stopped, p.step, summary["tokens_per_s"], p.acc_before, acc_after, encoder_dir)
+    return summary
+
+
+def _main() -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+    def main(cfg: DictConfig) -> None:
+        run_pretrain(cfg, cfg.paths.output_dir or HydraConfig.get().runtime.output_dir)
+
+    main()
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,222 @@
+"""Masked-LM pretraining: masking statistics, whole words, packing, evaluation-text removal, resume and a
+pretrain -> fine-tune-loader round trip (tiny, CPU, seconds)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from safetensors.torch import load_file
+
+from mrc import pretrain_data as pd
+from mrc.encoder import build_vocab, pretrained
+from mrc.masking import IGNORE_INDEX, ChineseWordSegmenter, mask_generator, mask_tokens, replacement_ids
+from mrc.pretrain import CONF_DIR, Progress, _fix_horizon, lr_factor, run_pretrain
+
+CORPUS = [
+    "北京是中华人民共和国的首都，人口约2189万人。",
+    "《红楼梦》的作者是曹雪芹，成书于18世纪中叶。",
+    "这家酒店的服务很好，房间干净，早餐也不错。",
+    "外卖送得很快，味道一般，价格有点贵。",
+    "2019年iPhone 11在Cupertino发布，价格６９９９元。",
+    "科学家在南极发现了一种新的微生物，可以在极寒环境中生存。",
+    "上海证券交易所今天公布了新的交易规则。",
+    "这本书的印刷质量很差，纸张太薄了。",
+]
+MASK_ID, CLS_ID, SEP_ID, PAD_ID = 4, 2, 3, 0
+
+
+def _random_batch(rows: int = 64, width: int = 256, vocab: int = 1000, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (rows, width), generator=g)
+    lengths = torch.randint(width // 2, width + 1, (rows,), generator=g)
+    words = torch.arange(width).expand(rows, width).clone()
+    for i, n in enumerate(lengths.tolist()):
+        ids[i, 0], ids[i, n - 1], ids[i, n:] = CLS_ID, SEP_ID, PAD_ID
+        words[i, 0], words[i, n - 1:] = -1, -1
+    return ids, words
+
+
+def test_masking_statistics_and_specials_never_masked():
+    ids, words = _random_batch()
+    masked, labels = mask_tokens(ids, words, mask_id=MASK_ID, replacements=torch.arange(5, 1000),
+                                 generator=mask_generator(1, 0))
+    eligible, selected = words >= 0, labels != IGNORE_INDEX
+    assert not (selected & ~eligible).any()  # [CLS], [SEP], [PAD] never selected ...
+    assert torch.equal(masked[~eligible], ids[~eligible])  # ... nor changed
+    assert torch.equal(labels[selected], ids[selected])
+    share = selected.sum().item() / eligible.sum().item()
+    assert abs(share - 0.15) < 0.01
+    n = selected.sum().item()
+    as_mask = (masked[selected] == MASK_ID).sum().item() / n
+    kept = (masked[selected] == ids[selected]).sum().item() / n
+    as_random = 1 - as_mask - kept
+    assert abs(as_mask - 0.8) < 0.03 and abs(as_random - 0.1) < 0.02 and abs(kept - 0.1) < 0.02
+    assert not ((masked != ids) & ~selected).any()  # unselected tokens untouched
+    again, _ = mask_tokens(ids, words, mask_id=MASK_ID, replacements=torch.arange(5, 1000),
+                           generator=mask_generator(1, 1))
+    assert not torch.equal(again, masked)  # dynamic: a new draw gives new masks
+
+
+def test_replacements_skip_special_and_bracketed_tokens():
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[unused1]": 3, "北": 4, "京": 5}
+    assert replacement_ids(vocab, [0, 1, 2]).tolist() == [4, 5]
+
+
+def test_whole_word_masking_masks_segmenter_words_together(tokenizer):
+    seg = ChineseWordSegmenter()
+    ids, starts = pd.tokenize_lines(CORPUS, tokenizer, seg)
+    first = tokenizer(CORPUS[0], add_special_tokens=False)["input_ids"]
+    # 北京 | 是 | 中华人民共和国 | ...: one word start for the 7 characters of 中华人民共和国
+    assert starts[:len(first)][3:10].tolist() == [True] + [False] * 6
+    packed = pd.PackedCorpus(ids, starts, 24, CLS_ID, SEP_ID, PAD_ID, tokenizer.all_special_ids)
+    batch_ids, _, words = packed.batch(range(len(packed)))
+    reps = replacement_ids(tokenizer.get_vocab(), tokenizer.all_special_ids)
+    multi = 0
+    for draw in range(20):
+        _, labels = mask_tokens(batch_ids, words, mask_id=tokenizer.mask_token_id, replacements=reps,
+                                generator=mask_generator(0, draw))
+        selected = labels != IGNORE_INDEX
+        for row in range(len(words)):
+            for w in words[row].unique().tolist():
+                if w >= 0:
+                    chosen = selected[row][words[row] == w]
+                    assert chosen.all() or not chosen.any()
+                    multi += int(chosen.all() and len(chosen) > 1)
+    assert multi > 0  # multi-token words were selected, always as a whole
+
+
+def test_packing_keeps_every_token_in_order(tokenizer):
+    ids, starts = pd.tokenize_lines(CORPUS, tokenizer)
+    expected = [t for line in CORPUS for t in tokenizer(line, add_special_tokens=False)["input_ids"]]
+    assert ids.tolist() == expected and starts.all()
+    packed = pd.PackedCorpus(ids, starts, 16, CLS_ID, SEP_ID, PAD_ID, tokenizer.all_special_ids)
+    rows = [packed.sequence(k)[0] for k in range(len(packed))]
+    assert all(r[0] == CLS_ID and r[-1] == SEP_ID for r in rows)
+    assert all(len(r) == 16 for r in rows[:-1]) and 3 <= len(rows[-1]) <= 16
+    assert [t for r in rows for t in r[1:-1].tolist()] == expected  # none lost, none repeated
+    batch, attention, _ = packed.batch([len(packed) - 1, 0])
+    assert batch.shape == (2, 16) and attention[0].sum() == len(rows[-1])
+    assert (batch[0, len(rows[-1]):] == PAD_ID).all()
+
+
+def test_draws_cover_each_epoch_once():
+    drawn = [k for d in range(5) for k in pd.draw_indices(10, 4, d, seed=3)]
+    assert sorted(drawn[:10]) == list(range(10)) and sorted(drawn[10:20]) == list(range(10))
+    assert pd.draw_indices(10, 4, 2, seed=3) == pd.draw_indices(10, 4, 2, seed=3)
+
+
+CONTEXT = "曹雪芹出身清代内务府正白旗包衣世家，他以坚韧不拔的毅力，历经多年艰辛创作出了极具思想性和艺术性的伟大作品《红楼梦》。"
+QUESTION = "红楼梦的作者出身于什么世家？"
+
+
+def _squad(path: Path) -> Path:
+    data = {"data": [{"paragraphs": [{"context": CONTEXT, "qas": [
+        {"id": "q1", "question": QUESTION, "answers": [{"text": "内务府正白旗包衣世家", "answer_start": 7}]}]}]}]}
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_lines_overlapping_evaluation_text_are_dropped(tmp_path):
+    filt = pd.EvalTextFilter.from_squad([_squad(tmp_path / "dev.json")], ngram=20, min_chars=8)
+    lines = {
+        "有人问：红楼梦的作者出身于 什么世家，答案众说纷纭。": "question",  # contains the question (spacing differs)
+        "红楼梦的作者出身于什么世家": "question",
+        "网上流传一句话：他以坚韧不拔的毅力，历经多年艰辛创作出了极具思想性的书。": "context",  # 20+ shared chars
+        "清代内务府正白旗包衣世家": "context",  # a short line found inside a context
+        "他以坚韧不拔的毅力写完了这本书。": None,  # shares only 9 characters
+        "这家酒店的服务很好，房间干净。": None,
+    }
+    assert {line: filt.reason(line) for line in lines} == lines
+    kept, report = pd.drop_eval_text(list(lines), filt)
+    assert kept == [line for line, why in lines.items() if why is None]
+    assert report == {"lines": 6, "dropped": 4, "by_reason": {"question": 2, "context": 2}}
+
+
+def test_runs_of_repeated_characters_are_not_evaluation_text():
+    filt = pd.EvalTextFilter(["无关的问题是什么呢？"], ["太好了" + "！" * 30 + CONTEXT])
+    assert filt.reason("质量很差" + "！" * 25) is None and filt.reason("！" * 12) is None
+    assert filt.reason("据说曹雪芹出身清代内务府正白旗包衣世家，他以坚韧") == "context"  # 22 shared characters
+
+
+def _config(tmp_path: Path, out: Path, *overrides: str):
+    corpus = tmp_path / "corpus"
+    if not corpus.is_dir():
+        (corpus / "sub").mkdir(parents=True)
+        lines = [f"{s}第{i}次。" for i in range(6) for s in CORPUS]
+        (corpus / "a.txt").write_text("\n".join(lines[:24]) + "\n\n", encoding="utf-8")
+        (corpus / "sub" / "b.txt").write_text("\n".join(lines[24:] + [CONTEXT]) + "\n", encoding="utf-8")
+        (tmp_path / "vocab.txt").write_text("\n".join(build_vocab(lines + [CONTEXT], 500)) + "\n", encoding="utf-8")
+        _squad(tmp_path / "dev.json")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=[
+            "logger=none", f"paths.output_dir={out}", f"data.corpus=[{corpus}]",
+            f"model.vocab_file={tmp_path / 'vocab.txt'}",
+            f"data.exclude_squad=[{tmp_path / 'dev.json'}]", "data.heldout_lines=6", "data.max_len=32",
+            "model.layers=1", "model.hidden_size=32", "model.heads=2", "model.intermediate_size=64",
+            "model.max_position=64", "train.batch_size=4", "train.grad_accum=2", "train.max_steps=6",
+            "train.log_every=1", "train.save_every=100", "train.progress=false", "train.device=cpu",
+            "optim.lr=1e-3", "optim.warmup_steps=2", *overrides])
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    full = run_pretrain(_config(tmp_path, tmp_path / "full"), tmp_path / "full")
+    cfg = _config(tmp_path, tmp_path / "cut")
+    assert run_pretrain(cfg, tmp_path / "cut", interrupt_at=3) == {"interrupted_at": 3}
+    assert (tmp_path / "cut" / "resume" / "pretrain_state.pt").is_file()
+    monkeypatch.setattr(pd, "tokenize_lines", None)  # the rerun reuses the tokenized corpus cache
+    resumed = run_pretrain(cfg, tmp_path / "cut")
+    monkeypatch.undo()
+    assert resumed["resumed"] == [{"step": 3, "seconds": pytest.approx(resumed["resumed"][0]["seconds"])}]
+    assert resumed["steps"] == full["steps"] == 6 and resumed["loss_curve"] == full["loss_curve"]
+    a, b = (load_file(tmp_path / d / "encoder" / "model.safetensors") for d in ("full", "cut"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="another configuration"):
+        run_pretrain(_config(tmp_path, tmp_path / "cut", "masking.mask_prob=0.2"), tmp_path / "cut")
+
+
+def test_pretrain_then_load_as_fine_tuning_encoder(tmp_path):
+    out = tmp_path / "run"
+    summary = run_pretrain(_config(tmp_path, out, "train.max_steps=3"), out)
+    saved = json.loads((out / "pretrain_summary.json").read_text())
+    assert saved["steps"] == 3 and saved["dropped_lines"] == 1 and saved["tokens_per_s"] > 0
+    assert 0 <= saved["heldout_acc_before"] <= 1 and 0 <= saved["heldout_acc_after"] <= 1
+    assert json.loads((out / "eval_overlap.json").read_text())["by_reason"] == {"context": 1}
+    assert summary["corpus"]["train_lines"] + summary["corpus"]["heldout_lines"] == 48
+    enc = pretrained(name_or_path=str(out / "encoder"), local_files_only=True)
+    assert enc.hidden_size == 32 and enc.model.config.num_hidden_layers == 1
+    batch = enc.tokenizer(["北京是首都。"], return_tensors="pt")
+    hidden = enc.model(**batch).last_hidden_state
+    assert hidden.shape == (1, batch["input_ids"].shape[1], 32) and torch.isfinite(hidden).all()
+    trained = load_file(out / "encoder" / "model.safetensors")
+    assert not any(k.startswith("cls.") for k in trained)  # the encoder only, no MLM head
+    assert np.isfinite([row[1] for row in summary["loss_curve"]]).all()
+
+
+def test_time_budget_sets_the_schedule_horizon(tmp_path):
+    cfg = _config(tmp_path, tmp_path / "timed", "train.max_steps=null", "train.max_minutes=1", "train.calibrate_steps=4")
+    p = Progress(step=3, seconds=3.0)
+    _fix_horizon(cfg, p)
+    assert p.total_steps is None  # still calibrating: warmup, flat learning rate
+    p.step, p.seconds = 4, 6.0
+    _fix_horizon(cfg, p)
+    assert p.total_steps == 4 + (60 - 6) // 1.5  # the steps that fit in the time left
+    assert lr_factor(0, 2, None) == 0.5 and lr_factor(3, 2, None) == 1.0 and lr_factor(40, 2, 40) == 0.0
+    summary = run_pretrain(_config(tmp_path, tmp_path / "timed", "train.max_steps=null", "train.max_minutes=0.01"),
+                           tmp_path / "timed")
+    assert summary["stopped_by"] in ("max_minutes", "max_steps") and summary["steps"] >= 1
+    with pytest.raises(ValueError, match="warmup_steps"):
+        run_pretrain(_config(tmp_path, tmp_path / "other", "train.max_steps=null", "train.max_minutes=1",
+                             "optim.warmup_steps=null"), tmp_path / "other")
+
+
+def test_continue_from_a_saved_encoder(tmp_path):
+    first = tmp_path / "first"
+    run_pretrain(_config(tmp_path, first, "train.max_steps=2"), first)
+    out = tmp_path / "continued"
+    summary = run_pretrain(_config(tmp_path, out, f"model.init_from={first / 'encoder'}", "model.local_files_only=true",
+                                   "train.max_steps=2", "optim.lr=0"), out)
+    assert summary["steps"] == 2
+    before, after = (load_file(d / "encoder" / "model.safetensors") for d in (first, out))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)  # loaded, lr 0
