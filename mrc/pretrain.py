@@ -92,6 +92,18 @@ def mlm_forward(model, input_ids, attention_mask, labels) -> tuple[torch.Tensor,
     return loss, (logits.argmax(-1) == target).sum(), int(target.numel())
 
 
+def freeze_body(model) -> int:
+    """Train only the word embeddings and the MLM head (the tied decoder is the embedding matrix itself):
+    the embedding-learning stage of a vocabulary transplant (:mod:`mrc.transplant`). Returns trainable count."""
+    keep = {id(model.get_input_embeddings().weight)} | {id(q) for q in mlm_head(model).parameters()}
+    for q in model.parameters():
+        q.requires_grad_(id(q) in keep)
+    n = sum(q.numel() for q in model.parameters() if q.requires_grad)
+    log.info("model.freeze_body: %d of %d parameters trainable (word embeddings + MLM head)", n,
+             sum(q.numel() for q in model.parameters()))
+    return n
+
+
 def build_optimizer(model, o: DictConfig) -> torch.optim.AdamW:
     """AdamW, weight decay off for biases and LayerNorm weights (schedule: :func:`lr_factor`)."""
     decay, no_decay = [], []
@@ -152,6 +164,8 @@ def resume_items(cfg: DictConfig) -> dict:
     for key in RESUME_KEYS:
         node = OmegaConf.select(cfg, key)
         out[key] = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    if not out["model"].get("freeze_body", True):
+        del out["model"]["freeze_body"]  # states saved before the option existed still resume
     return out
 
 
@@ -257,6 +271,8 @@ def run_pretrain(cfg: DictConfig, out_dir: str | Path, interrupt_at: int | None 
     if cfg.data.max_len > model.config.max_position_embeddings:
         raise ValueError(f"data.max_len={cfg.data.max_len} exceeds the model's "
                          f"{model.config.max_position_embeddings} positions")
+    if cfg.model.get("freeze_body"):
+        freeze_body(model)
     model.to(device).train()
     corpora = prepare_corpora(cfg, tokenizer, out_dir, cache=out_dir / CORPUS_CACHE)
     replacements = replacement_ids(tokenizer.get_vocab(), tokenizer.all_special_ids)
@@ -323,6 +339,7 @@ def _finish(model, tokenizer, corpora, replacements, cfg, p: Progress, device, o
                "heldout_acc_before": p.acc_before, "heldout_acc_after": acc_after,
                "dropped_lines": corpora.info["eval_overlap"]["dropped"], "corpus": corpora.info,
                "parameters": sum(q.numel() for q in model.base_model.parameters()), "device": str(device),
+               "trainable_parameters": sum(q.numel() for q in model.parameters() if q.requires_grad),
                "loss_curve": p.loss_curve, "resumed": p.resumed}
     (out_dir / "pretrain_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     log.info("pretraining done (%s): %d steps, %.0f tokens/s, held-out masked accuracy %s -> %s; encoder in %s",
