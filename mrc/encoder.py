@@ -54,6 +54,17 @@ def pretrained(name_or_path: str, texts=None, revision: str | None = None, cache
     return Encoder(_drop_pooler(model), tokenizer)
 
 
+def local_build(name_or_path: str, build: str, texts=None, local_files_only: bool = True, **kw) -> Encoder:
+    """:func:`pretrained` for an encoder built on this machine (``encoder=tiny_zh``, ``encoder=minilm_zh``):
+    a missing directory fails with ``build``, the command that makes it (``pretrained`` alone would
+    report a missing local path as a malformed hub repo id)."""
+    path = Path(name_or_path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"encoder {path}: not built yet (no config.json). Build it with\n  {build}\n"
+                                "or point encoder.name_or_path (or its environment variable) at the built dir.")
+    return pretrained(str(path), texts=texts, local_files_only=local_files_only, **kw)
+
+
 def build_vocab(texts, vocab_size: int, lowercase: bool = True) -> list[str]:
     """A deterministic WordPiece vocabulary for ``texts``: every character seen (CJK characters are
     words of their own under BERT pre-tokenization; other characters also as ``##`` continuations),

@@ -27,7 +27,7 @@ from .nulls import apply_threshold, tune_threshold
 from .splits import input_paths, materialise, robustness_metrics, split_specs
 from .model import SpanModel
 from .resume import Resumer, RunProgress
-from .train import build_optimizer, steps_per_epoch, train_epoch
+from .train import build_optimizer, n_epochs, total_steps, train_epoch
 
 log = logging.getLogger(__name__)
 
@@ -229,19 +229,24 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str) -> float:
 def _fit_and_report(cfg, run_dir, model, tokenizer, train, train_windows, splits, device, amp, logger, data_info,
                     job, d: Dist = Dist()):
     tr, pad_id = cfg.trainer, tokenizer.pad_token_id
-    total = steps_per_epoch(train_windows, tr, d.world_size) * tr.epochs
+    total, last = total_steps(train_windows, tr, d.world_size), n_epochs(tr)
     opt, sched = build_optimizer(model, cfg.optim, total)
     resumer = Resumer(cfg, run_dir, model, opt, sched, d)
     first_epoch, progress, run_state = resumer.restore()
     net = distributed.wrap(model, d, device)
-    for epoch in range(first_epoch, tr.epochs + 1):
+    for epoch in range(first_epoch, last + 1):
         ep, run_state.step = train_epoch(model, train_windows, opt, sched, epoch=epoch, trainer=tr, pad_id=pad_id,
                                          device=device, amp_dtype=amp, logger=logger, step=run_state.step, net=net,
                                          dist=d, start=progress, on_resume_point=resumer.step_saver(run_state, epoch))
         progress = None
         run_state.train_seconds += ep["seconds"]
         run_state.windows_trained += ep["windows"]
-        _evaluate_epoch(cfg, run_dir, model, tokenizer, splits, device, amp, logger, run_state, epoch, ep, d)
+        if tr.get("eval_each_epoch", True) or epoch == last:
+            _evaluate_epoch(cfg, run_dir, model, tokenizer, splits, device, amp, logger, run_state, epoch, ep, d)
+        else:
+            run_state.history.append({"epoch": epoch, "loss": round(ep["loss"], 5)})
+            logger.log({"epoch": epoch, "train/epoch_loss": ep["loss"]}, step=run_state.step)
+            log.info("epoch %d: loss %.4f (not evaluated: trainer.eval_each_epoch=false)", epoch, ep["loss"])
         resumer.epoch_done(run_state, epoch)
     if d.is_main:
         _report(cfg, run_dir, train, train_windows, splits, device, logger, data_info, job, run_state, d)

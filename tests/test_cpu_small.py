@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from mrc.lexical import best_window
 from mrc.pipeline import check_overlap, run
@@ -101,3 +102,17 @@ def test_cpu_small_smoke_on_shared_data(tmp_path):
     train_build = [s["build"] for s in metrics["data"]["train"] if "build" in s][0]
     eval_build = metrics["data"]["eval"]["in_domain"]["build"]
     assert train_build["kept"] + eval_build["kept"] == 1417  # the two halves of DuReader-robust dev
+
+
+def test_cpu_small_per_encoder_settings_and_stable_job_dirs(tmp_path):
+    from tests.test_sweep import hydra_cfg
+
+    tiny = compose_cfg(["experiment=cpu_small", "encoder=tiny"], tmp_path)
+    zh = compose_cfg(["experiment=cpu_small", "encoder=tiny_zh"], tmp_path)
+    minilm = compose_cfg(["experiment=cpu_small", "encoder=minilm_zh"], tmp_path)
+    assert tiny.optim.encoder_lr == 1e-3 and zh.optim.encoder_lr < tiny.optim.encoder_lr
+    assert "layers" not in zh.encoder and zh.encoder.name_or_path.endswith("tiny_zh/encoder")
+    assert "layers" not in minilm.encoder and float(minilm.trainer.epochs) < float(tiny.trainer.epochs)
+    assert tiny.trainer.eval_each_epoch is False and tiny.trainer.resume_every > 0
+    sweep = OmegaConf.to_container(hydra_cfg(["experiment=cpu_small"]).hydra.sweep, resolve=False)
+    assert sweep["dir"].endswith("/cpu_small") and sweep["subdir"] == "${hydra.job.override_dirname}"

@@ -128,3 +128,15 @@ def test_dureader_robust_smoke(tmp_path):
     assert (tmp_path / "splits" / "over_stability.json").is_file()
     assert metrics["data"]["train"][0]["kept"] == 100
     assert len(json.loads((tmp_path / "predictions" / "in_domain.json").read_text())) == 40
+
+
+def test_fractional_epochs_evaluated_only_at_the_end(tmp_path):
+    cfg = compose_cfg(DEMO + ["head=softmax", "trainer.epochs=1.5", "trainer.eval_each_epoch=false",
+                              "trainer.null_window_keep=1.0"], tmp_path)
+    f1 = run(cfg, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    first, last = metrics["history"]
+    assert set(first) == {"epoch", "loss"} and last["epoch"] == 2 and last["in_domain/F1"] == f1
+    assert metrics["best_epoch"] == 2 and metrics["train"]["epochs"] == 1.5
+    per_epoch = -(-metrics["train"]["windows"] // 16)  # every window each epoch, batch 16
+    assert metrics["train"]["steps"] == per_epoch + round(per_epoch * 0.5)

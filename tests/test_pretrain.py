@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
 from mrc import pretrain_data as pd
-from mrc.encoder import build_vocab, pretrained
+from mrc.encoder import _wordpiece_tokenizer, build_vocab, pretrained
 from mrc.masking import IGNORE_INDEX, ChineseWordSegmenter, mask_generator, mask_tokens, replacement_ids
 from mrc.pretrain import CONF_DIR, Progress, _fix_horizon, lr_factor, run_pretrain
 
@@ -220,3 +220,40 @@ def test_continue_from_a_saved_encoder(tmp_path):
     assert summary["steps"] == 2
     before, after = (load_file(d / "encoder" / "model.safetensors") for d in (first, out))
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)  # loaded, lr 0
+
+
+def test_mrc_data_excludes_its_eval_splits_and_adds_its_training_contexts(tmp_path, monkeypatch):
+    from mrc import pretrain_squad
+
+    data, conf = tmp_path / "squad", tmp_path / "conf_data"
+    data.mkdir(), conf.mkdir()
+    train_ctx = "这家酒店位于西湖边，步行五分钟可到断桥，周边有很多餐馆和商店。"
+    qa = {"id": "t1", "question": "酒店在哪里？", "answers": [{"text": "西湖边", "answer_start": 6}]}
+    shared = {"id": "t2", "question": "作者是谁？", "answers": [{"text": "曹雪芹", "answer_start": 0}]}
+    (data / "train.json").write_text(json.dumps({"data": [{"paragraphs": [
+        {"context": train_ctx, "qas": [qa]}, {"context": CONTEXT, "qas": [shared]}]}]}, ensure_ascii=False))
+    _squad(data / "dev.json")
+    (conf / "toy.yaml").write_text(
+        f"root: {data}\ntrain: [train.json]\neval:\n  in_domain:\n    source: dev.json\n    builder:\n"
+        "      - {_target_: mrc.subsets.hash_subset, _partial_: true, part: eval, eval_share: 1.0, salt: x}\n")
+    monkeypatch.setattr(pretrain_squad, "DATA_CONF", conf)
+    cfg = _config(tmp_path, tmp_path / "run", "data.exclude_squad=[]", "data.mrc_data=toy", "data.train_contexts=true")
+    (tmp_path / "run").mkdir()
+    tok = _wordpiece_tokenizer(str(tmp_path / "vocab.txt"), True)
+    corpora = pd.prepare_corpora(cfg, tok, tmp_path / "run")
+    overlap = json.loads((tmp_path / "run" / "eval_overlap.json").read_text())
+    # the corpus's copy of the eval context and the training paragraph sharing it are both dropped
+    assert overlap["train_contexts_added"] == 2 and overlap["by_reason"] == {"context": 2}
+    assert overlap["exclude_squad"] == [str(tmp_path / "run" / "splits" / "toy_in_domain.json")]
+    assert corpora.info["train_lines"] + corpora.info["heldout_lines"] == 49  # 49 corpus lines + 2 contexts - 2 dropped
+    with pytest.raises(FileNotFoundError, match="known: \\['toy'\\]"):
+        pretrain_squad.data_config("nope")
+
+
+def test_recipes_compose_with_their_output_dirs():
+    for recipe, out in (("tiny_zh", "tiny_zh"), ("minilm_zh", "minilm_zh")):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=[f"recipe={recipe}"], return_hydra_config=True)
+        assert cfg.hydra.run.dir.endswith(f"/{out}") and cfg.data.mrc_data == "cpu_small" and cfg.data.train_contexts
+        assert cfg.data.max_len == 256  # = cpu_small's window length: every position embedding is pretrained
+    assert cfg.model.freeze_body and cfg.model.init_from.endswith("minilm_zh_transplant")

@@ -36,6 +36,7 @@ def test_experiment_files_start_with_their_command():
     ("head_x_stride", {"head": 3, "data.doc_stride": 3, "seed": 3}),
     ("encoder_compare", {"encoder": 4, "head": 3, "seed": 3}),
     ("sweep_cpu", {"head": 3, "data.doc_stride": 2, "seed": 3}),
+    ("cpu_small", {"encoder": 3, "head": 3, "seed": 3}),
 ])
 def test_sweep_axes(experiment, axes):
     params = hydra_cfg([f"experiment={experiment}"]).hydra.sweeper.params

