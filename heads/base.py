@@ -79,15 +79,30 @@ def band_of(grid: torch.Tensor, A: int) -> torch.Tensor:
     return grid.gather(2, band_index(L, A, grid.device).expand(B, L, A))
 
 
-def mask_grid(grid: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:
-    """A full (B, L, L) float32 grid with ``NEG`` on invalid cells (no length limit), masked in place
-    with broadcast masks, so no (B, L, L) boolean tensor is ever built. Same cells as ``valid_spans``."""
-    L = grid.shape[1]
-    upper = torch.ones(L, L, dtype=torch.bool, device=grid.device).triu_()  # end >= start
-    upper[0, 1:] = False
-    grid = grid.float()
-    return grid.masked_fill_(~upper, NEG).masked_fill_(~span_mask[:, :, None], NEG).masked_fill_(
-        ~span_mask[:, None, :], NEG)
+def masked_pair_scores(q: torch.Tensor, k: torch.Tensor, span_mask: torch.Tensor,
+                       start_bias: torch.Tensor | None = None, end_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, L, L) float32 ``q_i . k_j (+ start_bias_i + end_bias_j)`` with invalid cells at or below ``NEG``,
+    from ONE batched matmul plus one in-place fill of the lower triangle.
+
+    The span mask and the biases ride in extra columns: ``q' = [q, NEG * ~m, 1 (, b_s, 1)]`` and
+    ``k' = [k, 1, NEG * ~m (, 1, b_e)]``, so ``q'_i . k'_j`` adds ``NEG`` for each end outside
+    ``span_mask`` and exactly 0 otherwise (the extra products are 0 * 1). That replaces the separate
+    scale, bias and mask passes over the (B, L, L) grid, which dominate a GlobalPointer head's cost on
+    CPU (experiments/perf/README.md). Cells with an invalid end hold about ``NEG`` (or ``2 * NEG``):
+    callers test ``<= NEG / 2``. Same valid cells as :func:`valid_spans` with no length limit.
+    """
+    L = q.shape[1]
+    q, k = q.float(), k.float()
+    off = (~span_mask).to(q.dtype).mul_(NEG)[..., None]
+    one = torch.ones_like(off)
+    qs, ks = [q, off, one], [k, one, off]
+    if start_bias is not None:
+        qs += [start_bias.float()[..., None], one]
+        ks += [one, end_bias.float()[..., None]]
+    grid = torch.cat(qs, -1) @ torch.cat(ks, -1).transpose(1, 2)
+    lower = torch.ones(L, L, dtype=torch.bool, device=q.device).tril_(-1)  # end < start
+    lower[0, 1:] = True  # [CLS] may only pair with itself
+    return grid.float().masked_fill_(lower, NEG)
 
 
 def top_spans(band: torch.Tensor, n_best: int):

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from .base import NEG, SpanHead, band_of, band_width, mask_grid, primary_target, span_band
+from .base import NEG, SpanHead, band_of, band_width, masked_pair_scores, primary_target, span_band
 
 
 def rotary(x: torch.Tensor) -> torch.Tensor:
@@ -41,11 +41,13 @@ def multilabel_ce(grid: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
     return (neg.logsumexp(1) + pos.logsumexp(1)).mean()
 
 
-def log_normaliser(flat: torch.Tensor) -> torch.Tensor:
-    """``logsumexp`` over dim 1 of (B, N), read off ``log_softmax`` at each row's largest cell
-    (``x_max - log_softmax(x)_max``): exact, and about 3x faster than ``torch.logsumexp`` on CPU
-    (measured 35 vs 98 ms for 64 x 384 x 384 cells, experiments/perf/README.md)."""
-    top = flat.argmax(1, keepdim=True)
+def log_normaliser(flat: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+    """``logsumexp`` over dim 1 of (B, N), read off ``log_softmax`` at one cell per row
+    (``x_c - log_softmax(x)_c``): exact, and about 3x faster than ``torch.logsumexp`` on CPU
+    (measured 35 vs 98 ms for 64 x 384 x 384 cells, experiments/perf/README.md). ``at`` (B,) picks the
+    cell; it should score near the row's maximum, where ``log_softmax`` is most precise. Default: the
+    row's argmax (one more pass over ``flat``)."""
+    top = (flat.argmax(1) if at is None else at)[:, None]
     return (flat.gather(1, top) - flat.log_softmax(1).gather(1, top))[:, 0]
 
 
@@ -72,10 +74,9 @@ class GlobalPointer(SpanHead):
         return q, k, p
 
     def forward(self, hidden, span_mask):
-        """(B, L, H) -> (B, L, L) float32 grid, ``NEG`` on invalid cells (no length limit)."""
+        """(B, L, H) -> (B, L, L) float32 grid, ``<= NEG / 2`` on invalid cells (no length limit)."""
         q, k, _ = self.qk(hidden)
-        grid = q @ k.transpose(1, 2) / math.sqrt(self.head_size)
-        return mask_grid(grid, span_mask)
+        return masked_pair_scores(q / math.sqrt(self.head_size), k, span_mask)
 
     def loss(self, scores, span_mask, labels):
         """Softmax CE over the flattened grid (first gold) or multi-label CE over all golds."""
@@ -94,10 +95,15 @@ class GlobalPointer(SpanHead):
         or of raw scores (multilabel), limited to ``max_answer_len``."""
         B, L, _ = scores.shape
         A = band_width(L, max_answer_len)
-        band = band_of(scores, A)
+        invalid = ~span_band(span_mask, A)
+        band = band_of(scores, A).masked_fill_(invalid, NEG)
         if self.loss_type == "softmax":
-            band = band - log_normaliser(scores.reshape(B, L * L))[:, None, None]
-        return band.masked_fill_(~span_band(span_mask, A), NEG)
+            # normalise at the band's best cell: valid, near the grid's max, and no pass over the grid to find it
+            best = band.reshape(B, L * A).argmax(1)
+            start = best // A
+            norm = log_normaliser(scores.reshape(B, L * L), start * L + start + best % A)
+            band = band.sub_(norm[:, None, None]).masked_fill_(invalid, NEG)
+        return band
 
 
 class EfficientGlobalPointer(GlobalPointer):
@@ -109,9 +115,7 @@ class EfficientGlobalPointer(GlobalPointer):
         self.bias = nn.Linear(2 * head_size, 2)
 
     def forward(self, hidden, span_mask):
-        """Grid = <q_i, k_j>/sqrt(d) + (b_start(i) + b_end(j)) / 2, ``NEG`` on invalid cells."""
+        """Grid = <q_i, k_j>/sqrt(d) + (b_start(i) + b_end(j)) / 2, ``<= NEG / 2`` on invalid cells."""
         q, k, p = self.qk(hidden)
         bias = self.bias(p) / 2  # (B, L, 2)
-        grid = q @ k.transpose(1, 2) / math.sqrt(self.head_size)
-        grid = grid + bias[:, :, None, 0] + bias[:, None, :, 1]
-        return mask_grid(grid, span_mask)
+        return masked_pair_scores(q / math.sqrt(self.head_size), k, span_mask, bias[..., 0], bias[..., 1])

@@ -34,7 +34,7 @@ def build_optimizer(model, optim, total_steps: int):
             if chosen:
                 groups.append({"params": chosen, "lr": lr, "weight_decay": optim.weight_decay if decay else 0.0,
                                "name": f"{part}{'' if decay else '_no_decay'}"})
-    opt = torch.optim.AdamW(groups, betas=tuple(optim.betas), eps=optim.eps)
+    opt = torch.optim.AdamW(groups, betas=tuple(optim.betas), eps=optim.eps, fused=bool(optim.get("fused", False)))
     warmup = int(optim.warmup_ratio * total_steps)
     return opt, get_linear_schedule_with_warmup(opt, warmup, total_steps)
 

@@ -8,10 +8,20 @@ import time
 
 import torch
 
-from heads.base import NEG, band_of, mask_grid, span_band, top_spans, valid_spans
-from heads.globalpointer import log_normaliser
+import math
+
+from heads.base import NEG, band_of, masked_pair_scores, span_band, top_spans, valid_spans
+from heads.globalpointer import EfficientGlobalPointer, GlobalPointer, log_normaliser
 
 B, L, A = 64, 384, 30
+
+
+def mask_grid(grid, span_mask):
+    """The previous grid mask (three broadcast in-place fills), kept here to time it against the folded one."""
+    upper = torch.ones(L, L, dtype=torch.bool).triu_()
+    upper[0, 1:] = False
+    return grid.masked_fill_(~upper, NEG).masked_fill_(~span_mask[:, :, None], NEG).masked_fill_(
+        ~span_mask[:, None, :], NEG)
 
 
 def timed(name, fn, n=5):
@@ -37,6 +47,18 @@ def main():
     timed("log_normaliser", lambda: log_normaliser(flat))
     timed("old top-k over the full grid", lambda: flat.clone().topk(20, 1))
     timed("band_of + span_band + top_spans", lambda: top_spans(band_of(g, A).masked_fill_(~span_band(mask, A), NEG), 20))
+    q, k, bias = torch.randn(B, L, 64), torch.randn(B, L, 64), torch.randn(B, L, 2)
+    timed("GP grid before: q@k/sqrt(d) + mask_grid", lambda: mask_grid(q @ k.transpose(1, 2) / 8.0, mask))
+    timed("EGP grid before: + start/end bias passes", lambda: mask_grid(
+        q @ k.transpose(1, 2) / 8.0 + bias[:, :, None, 0] + bias[:, None, :, 1], mask))
+    timed("GP grid after: masked_pair_scores", lambda: masked_pair_scores(q / 8.0, k, mask))
+    timed("EGP grid after: masked_pair_scores + biases", lambda: masked_pair_scores(q / 8.0, k, mask, bias[..., 0], bias[..., 1]))
+    for cls in (GlobalPointer, EfficientGlobalPointer):
+        head = cls(256, head_size=64, rope=False).eval()
+        hidden = torch.randn(B, L, 256)
+        with torch.inference_mode():
+            timed(f"{cls.__name__}: forward + span_scores (after)", lambda: head.span_scores(head(hidden, mask), mask, A))
+    assert math.isfinite(float(log_normaliser(flat)[0]))
 
 
 if __name__ == "__main__":
