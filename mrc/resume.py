@@ -39,6 +39,9 @@ VERSION = 1
 # Keys that may change between the interrupted and the resuming invocation.
 VOLATILE_KEYS = ("logger", "paths", "trainer.resume", "trainer.resume_every", "trainer.progress",
                  "trainer.log_every", "trainer.device")
+# Options added after states were first written, with the value that reproduces the behaviour from before
+# they existed: a state without the key resumes when the run sets exactly that value.
+ADDED_KEYS = {"optim.fused": False, "trainer.eval_each_epoch": True}
 
 
 @dataclass
@@ -184,6 +187,7 @@ def check_compatible(state: dict, cfg: DictConfig, d: Dist, path: Path) -> None:
         raise ValueError(f"{path} was written by {state['world_size']} process(es), this run has "
                          f"{d.world_size}{hint}")
     saved, now = json.loads(state["config"]), config_items(cfg)
+    saved.update({k: v for k, v in ADDED_KEYS.items() if k not in saved and k in now})
     differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
     if differ:
         raise ValueError(f"{path}: the configuration differs from the interrupted run's in {differ}{hint}")

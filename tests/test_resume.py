@@ -147,6 +147,13 @@ def test_resumer_restores_or_starts_over(tmp_path):
     other.trainer.batch_size = 5
     with pytest.raises(ValueError, match="trainer.batch_size"):
         Resumer(other, tmp_path, fresh, fopt, fsched, Dist()).restore()
+    # an option added after the state was written resumes only at the value that reproduces the old behaviour
+    legacy = resumer_cfg()
+    legacy.trainer.eval_each_epoch = True
+    assert Resumer(legacy, tmp_path, fresh, fopt, fsched, Dist()).restore()[0] == 2
+    legacy.trainer.eval_each_epoch = False
+    with pytest.raises(ValueError, match="trainer.eval_each_epoch"):
+        Resumer(legacy, tmp_path, fresh, fopt, fsched, Dist()).restore()
 
 
 def run_cmd(run_dir) -> list[str]:
