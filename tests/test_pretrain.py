@@ -256,4 +256,5 @@ def test_recipes_compose_with_their_output_dirs():
             cfg = compose("config", overrides=[f"recipe={recipe}"], return_hydra_config=True)
         assert cfg.hydra.run.dir.endswith(f"/{out}") and cfg.data.mrc_data == "cpu_small" and cfg.data.train_contexts
         assert cfg.data.max_len == 256  # = cpu_small's window length: every position embedding is pretrained
+        assert cfg.train.max_steps is None and 0 < cfg.train.max_minutes <= 120 and cfg.optim.warmup_steps
     assert cfg.model.freeze_body and cfg.model.init_from.endswith("minilm_zh_transplant")
