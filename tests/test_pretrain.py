@@ -258,3 +258,29 @@ def test_recipes_compose_with_their_output_dirs():
         assert cfg.data.max_len == 256  # = cpu_small's window length: every position embedding is pretrained
         assert cfg.train.max_steps is None and 0 < cfg.train.max_minutes <= 120 and cfg.optim.warmup_steps
     assert cfg.model.freeze_body and cfg.model.init_from.endswith("minilm_zh_transplant")
+
+
+def test_attention_dropout_applies_to_the_run_not_the_saved_encoder(tmp_path):
+    from transformers import BertConfig, BertForMaskedLM
+
+    from mrc.pretrain import set_attention_dropout
+
+    model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                       intermediate_size=32, attention_probs_dropout_prob=0.1))
+    assert set_attention_dropout(model, 0.0) == 2
+    probs = [m.dropout.p for m in model.modules() if type(m).__name__.endswith("SelfAttention")]
+    assert probs == [0.0, 0.0] and model.config.attention_probs_dropout_prob == 0.1
+    with pytest.raises(ValueError, match="attention_dropout"):
+        set_attention_dropout(torch.nn.Linear(2, 2), 0.0)
+    out = tmp_path / "run"
+    run_pretrain(_config(tmp_path, out, "train.max_steps=1", "model.attention_dropout=0.0"), out)
+    saved = json.loads((out / "encoder" / "config.json").read_text())
+    assert saved["attention_probs_dropout_prob"] == 0.1  # fine-tuning gets the model's own dropout
+
+
+def test_retain_freed_memory_sets_glibc_thresholds():
+    import sys
+
+    from mrc.cpu_memory import retain_freed_memory
+
+    assert retain_freed_memory() is sys.platform.startswith("linux")
