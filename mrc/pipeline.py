@@ -26,6 +26,7 @@ from .metric import GoldQuestion, breakdown, evaluate, load_references
 from .nulls import apply_threshold, tune_threshold
 from .splits import input_paths, materialise, robustness_metrics, split_specs
 from .model import SpanModel
+from .cpu_memory import retain_freed_memory
 from .resume import Resumer, RunProgress
 from .train import build_optimizer, n_epochs, total_steps, train_epoch
 
@@ -199,6 +200,8 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str) -> float:
     if d.is_main:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     seed_everything(cfg.seed)
+    if device == "cpu" and cfg.trainer.get("retain_freed_memory", True):
+        retain_freed_memory()
     amp = torch.bfloat16 if device.startswith("cuda") and cfg.trainer.bf16 else None
     with distributed.main_first(d):
         root, train, train_stats, splits = load_data(cfg, run_dir, main=d.is_main)
