@@ -5,8 +5,8 @@ By default glibc serves every allocation above a (dynamic, at most 32 MB) thresh
 tens to hundreds of MB (attention probabilities, FFN activations), so every step page-faults them in
 again: on the project's 2-core machine half of the CPU time of a transplant pretraining step
 (batch 64 x 256, 6 x 384) was kernel time. Raising the mmap threshold and the trim threshold keeps freed
-memory in the heap for reuse (measured there: 1,246 -> 1,406 tokens/s; experiments/pretrain/README.md).
-Peak memory rises somewhat (freed blocks are kept; about 4.4 -> 5.5 GB in that measurement).
+memory in the heap for reuse (measured there with attention dropout 0: 1,226 -> 1,466 tokens/s, peak RSS
+4.1 -> 4.5 GB; table in experiments/pretrain/README.md, "Speed on 2 CPU cores").
 """
 from __future__ import annotations
 
