@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -230,6 +233,36 @@ def save_encoder(model, tokenizer, out: Path) -> None:
 # ----------------------------------------------------------------------------- training
 
 
+@contextmanager
+def stop_on_signal():
+    """Yields a flag list that SIGINT/SIGTERM set, so the loop can save its state and stop between steps.
+
+    A second signal while the state is being saved falls through to the previous handler. Outside the main
+    thread (where Python cannot install handlers) nothing is installed and the flag stays unset."""
+    flag: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame):
+        if flag:  # asked twice: stop at once
+            signal.signal(signum, previous[signum])
+            signal.raise_signal(signum)
+            return
+        flag.append(signum)
+        log.warning("%s received: saving the state after this step, then stopping (send it again to stop now)",
+                    signal.Signals(signum).name)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def _budget_done(cfg: DictConfig, p: Progress) -> str | None:
     if p.total_steps is not None and p.step >= p.total_steps:
         return "max_steps"
@@ -309,9 +342,12 @@ def run_pretrain(cfg: DictConfig, out_dir: str | Path, interrupt_at: int | None 
     logger = instantiate(cfg.logger, dir=str(out_dir))
     try:
         logger.log_config(OmegaConf.to_container(cfg, resolve=True))
-        stopped = _train_loop(model, opt, corpora, tokenizer, replacements, cfg, p, device, logger, state_path,
-                              interrupt_at, tqdm)
+        with stop_on_signal() as signalled:
+            stopped = _train_loop(model, opt, corpora, tokenizer, replacements, cfg, p, device, logger, state_path,
+                                  interrupt_at, tqdm, signalled)
         if stopped == "interrupted":
+            log.info("stopped at optimizer step %d with the state saved in %s; run the same command to resume",
+                     p.step, state_path)
             return {"interrupted_at": p.step}
         summary = _finish(model, tokenizer, corpora, replacements, cfg, p, device, out_dir, stopped)
         logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
@@ -321,7 +357,7 @@ def run_pretrain(cfg: DictConfig, out_dir: str | Path, interrupt_at: int | None 
 
 
 def _train_loop(model, opt, corpora, tokenizer, replacements, cfg, p: Progress, device, logger, state_path,
-                interrupt_at, tqdm) -> str:
+                interrupt_at, tqdm, signalled: list | None = None) -> str:
     t = cfg.train
     bar = tqdm(total=p.total_steps, initial=p.step, disable=not t.progress, desc="pretrain", unit="step")
     window = [0.0, 0.0, 0, 0.0, 0]  # loss sum, accuracy sum, tokens, seconds, steps since the last log
@@ -345,9 +381,10 @@ def _train_loop(model, opt, corpora, tokenizer, replacements, cfg, p: Progress, 
             p.loss_curve.append([p.step, round(metrics["train/loss"], 6), round(metrics["train/mlm_acc"], 6)])
             bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['train/mlm_acc']:.3f}")
             window = [0.0, 0.0, 0, 0.0, 0]
-        if p.step % int(t.save_every) == 0 or _budget_done(cfg, p) or p.step == interrupt_at:
+        stop = p.step == interrupt_at or bool(signalled)
+        if p.step % int(t.save_every) == 0 or _budget_done(cfg, p) or stop:
             save_state(state_path, cfg, model, opt, p)
-        if p.step == interrupt_at:
+        if stop:
             bar.close()
             return "interrupted"
     bar.close()

@@ -176,6 +176,31 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
         run_pretrain(_config(tmp_path, tmp_path / "cut", "masking.mask_prob=0.2"), tmp_path / "cut")
 
 
+def test_sigterm_saves_the_state_and_the_rerun_resumes(tmp_path, monkeypatch):
+    import signal
+
+    import mrc.pretrain as pt
+
+    step = pt.train_step
+
+    def step_then_signal(*args):
+        out = step(*args)
+        if args[-2].step == 1:  # Progress before this step's increment: the signal arrives during step 2
+            signal.raise_signal(signal.SIGTERM)
+        return out
+
+    before = signal.getsignal(signal.SIGTERM)
+    cfg = _config(tmp_path, tmp_path / "run")
+    monkeypatch.setattr(pt, "train_step", step_then_signal)
+    assert run_pretrain(cfg, tmp_path / "run") == {"interrupted_at": 2}
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is removed again
+    monkeypatch.undo()
+    state = torch.load(tmp_path / "run" / "resume" / "pretrain_state.pt", weights_only=False)
+    assert json.loads(state["progress"])["step"] == 2
+    resumed = run_pretrain(cfg, tmp_path / "run")
+    assert resumed["steps"] == 6 and resumed["resumed"][0]["step"] == 2
+
+
 def test_pretrain_then_load_as_fine_tuning_encoder(tmp_path):
     out = tmp_path / "run"
     summary = run_pretrain(_config(tmp_path, out, "train.max_steps=3"), out)
