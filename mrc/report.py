@@ -84,16 +84,27 @@ def repeated_seed_notes(configs: Configs) -> list[str]:
     return notes
 
 
-def comparison_pairs(labels: Sequence[str], baseline: str | None) -> list[tuple[str, str]]:
-    """(A, B) pairs: every configuration vs ``baseline`` (A = the other one), or all pairs."""
-    if baseline is None:
+def comparison_pairs(labels: Sequence[str], baseline: str | None, across: Sequence[str] = (),
+                     identities: dict[str, dict[str, str]] | None = None) -> list[tuple[str, str]]:
+    """(A, B) pairs to test. Neither ``baseline`` nor ``across``: every pair. Otherwise the union of every
+    configuration vs ``baseline`` (A = the other one) and, for each key in ``across``, every pair whose
+    identities differ in that key only (e.g. ``encoder``: each encoder against each other, head held fixed)."""
+    if baseline is None and not across:
         return list(combinations(labels, 2))
-    return [(label, baseline) for label in labels if label != baseline]
+    pairs = [(label, baseline) for label in labels if baseline is not None and label != baseline]
+    identities = identities or {}
+    for a, b in combinations(labels, 2):
+        ia, ib = identities.get(a, {}), identities.get(b, {})
+        differ = {k for k in ia.keys() | ib.keys() if ia.get(k) != ib.get(k)}
+        if len(differ) == 1 and differ <= set(across) and (a, b) not in pairs and (b, a) not in pairs:
+            pairs.append((a, b))
+    return pairs
 
 
 def significance(configs: Sequence[Configuration], splits: Sequence[str], baseline: str | None,
-                 n_resamples: int, seed: int, notes: list[str]) -> list[SignificanceRow]:
+                 n_resamples: int, seed: int, notes: list[str], across: Sequence[str] = ()) -> list[SignificanceRow]:
     """Pairwise comparisons on each split, Holm-adjusted across all of them."""
+    identities = {c.label: c.identity for c in configs}
     rows = []
     for split in splits:
         scores = {c.label: config_scores(c, split, notes) for c in configs}
@@ -101,9 +112,10 @@ def significance(configs: Sequence[Configuration], splits: Sequence[str], baseli
         if missing:
             notes.append(f"no scores/{split}.json for: {'; '.join(missing)} (left out of the {split} comparisons)")
         labels = [label for label, s in scores.items() if s is not None]
-        if baseline is not None and baseline not in labels:
+        base = baseline if baseline in labels else None
+        if baseline is not None and base is None and not across:
             continue
-        for a, b in comparison_pairs(labels, baseline):
+        for a, b in comparison_pairs(labels, base, across, identities):
             rows.append(SignificanceRow(split, a, b, report_stats.compare(scores[a], scores[b], n_resamples, seed)))
     for attr, adjusted_attr in (("p_bootstrap", "p_bootstrap_holm"), ("p_wilcoxon", "p_wilcoxon_holm")):
         adjusted = report_stats.holm([getattr(r.result, attr) for r in rows])
@@ -362,6 +374,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--out", help="output directory (default: <first DIR>/report)")
     parser.add_argument("--splits", help="comma-separated splits to report (and to test for significance)")
     parser.add_argument("--baseline", help="compare each configuration only against this label")
+    parser.add_argument("--across", action="append", default=[], metavar="KEY",
+                        help="compare configurations that differ only in override KEY, e.g. --across encoder "
+                             "(each encoder against each other, same head); repeatable; with --baseline, "
+                             "both sets of comparisons")
     parser.add_argument("--bootstrap", type=int, default=2000, help="paired-bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed (default 0)")
     args = parser.parse_args(list(argv))
@@ -383,7 +399,11 @@ def build_report(args: argparse.Namespace, command: str) -> tuple[Path, list[Job
     keys = varying_keys(configs)
     baseline = resolve_baseline(args.baseline, configs, keys)
     sig_splits = splits if args.splits else [s for s in [in_domain] if s]
-    sig = significance(configs, sig_splits, baseline, args.bootstrap, args.seed, notes)
+    unknown = [k for k in args.across if k not in keys]
+    if unknown:
+        raise ReportError(f"--across {', '.join(unknown)}: not an override that varies between the "
+                          f"configurations (varying: {', '.join(keys) or 'none'})")
+    sig = significance(configs, sig_splits, baseline, args.bootstrap, args.seed, notes, args.across)
     out = Path(args.out) if args.out else Path(args.dirs[0]) / "report"
     out.mkdir(parents=True, exist_ok=True)
     plots = make_plots(configs, keys, splits, in_domain, out)

@@ -54,7 +54,7 @@ def write_job(path: Path, overrides: list[str] | None, config: dict | None = Non
 
 
 def finished_job(root: Path, name: str, head: str, seed: int, extra_split: bool = False,
-                 stride: int = 64) -> Path:
+                 stride: int = 64, overrides: tuple[str, ...] = ()) -> Path:
     f1 = per_question_f1(head, seed)
     splits = {"in_domain": {"F1": 100 * f1.mean(), "EM": em_value(head, seed), "TOTAL": 10, "SKIP": 0,
                             "seconds": 1.0, "examples_per_s": 10.0 * seed},
@@ -66,8 +66,8 @@ def finished_job(root: Path, name: str, head: str, seed: int, extra_split: bool 
                "eval_seconds": 1.0, "peak_rss_mb": 900.0 + seed}
     scores = {"in_domain": {q: {"f1": float(v), "em": float(v == 1.0)} for q, v in zip(QIDS, f1)}}
     config = {"seed": seed, "data": {"doc_stride": stride}, "head": {"_target_": HEADS.get(head, head)}}
-    return write_job(root / name, ["experiment=sweep_cpu", f"head={head}", f"seed={seed}", "hydra.verbose=false"],
-                     config, metrics, scores)
+    return write_job(root / name, ["experiment=sweep_cpu", *overrides, f"head={head}", f"seed={seed}",
+                                   "hydra.verbose=false"], config, metrics, scores)
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +234,24 @@ def test_baseline_restricts_comparisons(tmp_path: Path):
     assert {r["a"] for r in rows} == {GP, "experiment=sweep_cpu, head=efficient_globalpointer"}
     expected = report_stats.holm([float(r["p_wilcoxon"]) for r in rows])
     assert [float(r["p_wilcoxon_holm"]) for r in rows] == pytest.approx(expected)
+
+
+def test_across_compares_configurations_differing_in_one_key(tmp_path: Path, capsys):
+    root = tmp_path / "sweep"
+    for i, (enc, head) in enumerate([(e, h) for e in ("tiny", "tiny_zh", "minilm_zh") for h in ("softmax", "globalpointer")]):
+        finished_job(root, str(i), head, seed=1, overrides=(f"encoder={enc}",))
+    finished_job(root, "lex", "lexical", seed=1)  # no encoder override: differs in two keys from every other
+    assert report.main([str(root), "--out", str(tmp_path / "a"), "--bootstrap", "50", "--across", "encoder"]) == 0
+    pairs = {(r["a"], r["b"]) for r in read_csv(tmp_path / "a" / "significance.csv")}
+    assert len(pairs) == 6  # 3 encoder pairs per head, never across heads
+    for a, b in pairs:
+        assert a.split("head=")[1] == b.split("head=")[1] and a.split("encoder=")[1] != b.split("encoder=")[1]
+    assert report.main([str(root), "--out", str(tmp_path / "b"), "--bootstrap", "50", "--across", "encoder",
+                        "--baseline", "head=lexical"]) == 0
+    rows = read_csv(tmp_path / "b" / "significance.csv")
+    assert len(rows) == 6 + 6 and sum(r["b"].endswith("head=lexical") for r in rows) == 6
+    assert report.main([str(root), "--out", str(tmp_path / "c"), "--across", "optim"]) == 2
+    assert "--across optim" in capsys.readouterr().err
 
 
 def test_unknown_baseline_is_an_error(sweep: Path, tmp_path: Path, capsys):
