@@ -206,7 +206,8 @@ def test_pretrain_then_load_as_fine_tuning_encoder(tmp_path):
     summary = run_pretrain(_config(tmp_path, out, "train.max_steps=3"), out)
     saved = json.loads((out / "pretrain_summary.json").read_text())
     assert saved["steps"] == 3 and saved["dropped_lines"] == 1 and saved["tokens_per_s"] > 0
-    assert 0 <= saved["heldout_acc_before"] <= 1 and 0 <= saved["heldout_acc_after"] <= 1
+    for key in ("acc_before", "acc_after", "mask_acc_before", "mask_acc_after", "unigram_acc"):
+        assert 0 <= saved[f"heldout_{key}"] <= 1, key
     assert json.loads((out / "eval_overlap.json").read_text())["by_reason"] == {"context": 1}
     assert summary["corpus"]["train_lines"] + summary["corpus"]["heldout_lines"] == 48
     enc = pretrained(name_or_path=str(out / "encoder"), local_files_only=True)
@@ -217,6 +218,29 @@ def test_pretrain_then_load_as_fine_tuning_encoder(tmp_path):
     trained = load_file(out / "encoder" / "model.safetensors")
     assert not any(k.startswith("cls.") for k in trained)  # the encoder only, no MLM head
     assert np.isfinite([row[1] for row in summary["loss_curve"]]).all()
+
+
+def test_masked_tokens_are_learned_from_their_context(tmp_path):
+    """Each line repeats one of 10 characters and fills one packed sequence exactly, so a masked character is
+    the one around it, while always guessing the most frequent one is right about 1 time in 10. Held-out
+    [MASK] accuracy far above that shows that the whole path (packing, masking, attention mask, logits at
+    masked positions, held-out scoring) lets the context through."""
+    chars = "甲乙丙丁戊己庚辛壬癸"
+    lines = [chars[i % 10] * 30 for i in range(200)]  # 30 tokens = data.max_len 32 minus [CLS] and [SEP]
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "c.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "vocab.txt").write_text("\n".join(build_vocab(lines, 50)) + "\n", encoding="utf-8")
+    (tmp_path / "dev.json").write_text(json.dumps({"data": []}), encoding="utf-8")
+    out = tmp_path / "run"
+    saved = run_pretrain(_config(tmp_path, out, "masking.whole_word=false", "data.heldout_lines=40",
+                                 "train.max_steps=140", "train.grad_accum=1", "train.batch_size=8",
+                                 "train.log_every=70", "train.eval_every=70", "optim.lr=3e-3",
+                                 "optim.warmup_steps=5"), out)
+    assert saved["heldout_unigram_acc"] < 0.3
+    assert saved["heldout_mask_acc_before"] < 0.3
+    assert saved["heldout_mask_acc_after"] > 0.9, saved["heldout_curve"]
+    assert [row[0] for row in saved["heldout_curve"]] == [70, 140]
+    assert saved["heldout_curve"][-1][2] == pytest.approx(saved["heldout_mask_acc_after"], abs=1e-6)
 
 
 def test_time_budget_sets_the_schedule_horizon(tmp_path):
