@@ -40,7 +40,7 @@ RESUME_KEYS = ("seed", "model", "data", "masking", "optim", "train.batch_size", 
                "train.max_steps")
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")
 HELDOUT_SEED_OFFSET = 7919  # held-out masks come from their own fixed stream
-CONTEXT_MARGIN = 0.02  # [MASK] accuracy this close to the unigram guess: the context is not used yet
+CONTEXT_MARGIN = 0.02  # [MASK] accuracy this close to the unigram guess: the context is hardly used yet
 
 
 @dataclass
@@ -53,9 +53,10 @@ class Progress:
     tokens: int = 0
     acc_before: float | None = None
     mask_acc_before: float | None = None
+    mask_loss_before: float | None = None
     loss_curve: list = field(default_factory=list)  # [step, mean loss, mean masked accuracy] per log
     resumed: list = field(default_factory=list)
-    heldout_curve: list = field(default_factory=list)  # [step, accuracy, [MASK] accuracy] per train.eval_every
+    heldout_curve: list = field(default_factory=list)  # [step, acc, mask_acc, mask_loss] per train.eval_every
 
 
 # ----------------------------------------------------------------------------- model
@@ -162,52 +163,60 @@ def lr_factor(step: int, warmup: int, total: int | None) -> float:
 
 
 @torch.no_grad()
-def heldout_accuracy(model, corpora: Corpora, tokenizer, replacements, cfg: DictConfig, device) -> dict | None:
-    """Masked-token accuracy on the held-out sequences under fixed masks (the same before and after).
+def _heldout_batches(corpora: Corpora, tokenizer, replacements, cfg: DictConfig):
+    """(masked ids, attention mask, labels) over the held-out sequences, under the same fixed masks every time."""
+    held, bs = corpora.heldout, int(cfg.train.eval_batch_size)
+    for i, lo in enumerate(range(0, len(held), bs)):
+        yield masked_batch(held, list(range(lo, min(lo + bs, len(held)))), tokenizer, replacements, cfg.masking,
+                           mask_generator(cfg.seed + HELDOUT_SEED_OFFSET, i))
 
-    ``acc``: over every selected token, as trained (80 % [MASK], 10 % random, 10 % kept: the kept tenth can
-    be copied from the input, so about 0.1 of it needs no context). ``mask_acc``: only where the input is
-    [MASK], which must be filled in from the context; compare it with :func:`unigram_accuracy`.
+
+def heldout_accuracy(model, corpora: Corpora, tokenizer, replacements, cfg: DictConfig, device) -> dict | None:
+    """Held-out masked-token scores under fixed masks (the same before and after training).
+
+    ``acc``: accuracy over every selected token, as trained (80 % [MASK], 10 % random, 10 % kept: the kept
+    tenth can be copied from the input, so about 0.1 of it needs no context). ``mask_acc`` and ``mask_loss``
+    (mean cross-entropy, nats): only where the input is [MASK], which must be filled in from the context;
+    compare them with :func:`unigram_baseline`. Top-1 accuracy moves late (the most frequent token stays the
+    best single guess until the model is confident); the loss shows earlier whether the context helps.
     """
-    held = corpora.heldout
-    if len(held) == 0:
+    if len(corpora.heldout) == 0:
         return None
     model.eval()
-    correct, total, mask_correct, mask_total, bs = 0, 0, 0, 0, int(cfg.train.eval_batch_size)
-    mask_id = tokenizer.mask_token_id
-    for i, lo in enumerate(range(0, len(held), bs)):
-        gen = mask_generator(cfg.seed + HELDOUT_SEED_OFFSET, i)
-        ids, att, labels = masked_batch(held, list(range(lo, min(lo + bs, len(held)))), tokenizer,
-                                        replacements, cfg.masking, gen)
+    correct = total = mask_correct = mask_total = 0
+    mask_loss = 0.0
+    for ids, att, labels in _heldout_batches(corpora, tokenizer, replacements, cfg):
         ids, att, labels = ids.to(device), att.to(device), labels.to(device)
         with torch.no_grad(), _autocast(cfg, device):
             hidden = model.base_model(input_ids=ids, attention_mask=att).last_hidden_state  # (B, T, H)
             where = labels != IGNORE_INDEX  # (B, T)
-            right = mlm_head(model)(hidden[where]).argmax(-1) == labels[where]  # (M,)
-        filled = ids[where] == mask_id  # (M,) positions whose input is [MASK]
+            logits = mlm_head(model)(hidden[where]).float()  # (M, V)
+        target, filled = labels[where], ids[where] == tokenizer.mask_token_id  # (M,), (M,) input was [MASK]
+        right = logits.argmax(-1) == target
         correct, total = correct + int(right.sum()), total + int(right.numel())
         mask_correct, mask_total = mask_correct + int(right[filled].sum()), mask_total + int(filled.sum())
+        mask_loss += float(F.cross_entropy(logits[filled], target[filled], reduction="sum"))
     model.train()
-    return {"acc": correct / max(total, 1), "mask_acc": mask_correct / max(mask_total, 1)}
+    return {"acc": correct / max(total, 1), "mask_acc": mask_correct / max(mask_total, 1),
+            "mask_loss": mask_loss / max(mask_total, 1)}
 
 
-def unigram_accuracy(corpora: Corpora, tokenizer, replacements, cfg: DictConfig) -> float | None:
-    """The held-out [MASK] accuracy of always predicting the training corpus's most frequent maskable token:
-    what a model that ignores the context reaches (the plateau early masked-LM training sits on)."""
-    held = corpora.heldout
-    if len(held) == 0 or corpora.train.n_tokens == 0:
+def unigram_baseline(corpora: Corpora, tokenizer, replacements, cfg: DictConfig) -> dict | None:
+    """What a model that ignores the context reaches at the held-out [MASK] positions (the plateau early
+    masked-LM training sits on): ``acc`` of always guessing the training corpus's most frequent maskable
+    token, ``loss`` (nats) of predicting the corpus's token frequencies (add-one smoothed) everywhere."""
+    if len(corpora.heldout) == 0 or corpora.train.n_tokens == 0:
         return None
-    counts = np.bincount(corpora.train.ids, minlength=len(tokenizer))
+    counts = np.bincount(corpora.train.ids, minlength=len(tokenizer)).astype(np.float64)
     counts[tokenizer.all_special_ids] = 0  # never selected for prediction
+    log_p = torch.from_numpy(np.log((counts + 1.0) / (counts.sum() + len(counts))))
     top = int(counts.argmax())
-    hit, total, bs = 0, 0, int(cfg.train.eval_batch_size)
-    for i, lo in enumerate(range(0, len(held), bs)):
-        gen = mask_generator(cfg.seed + HELDOUT_SEED_OFFSET, i)
-        ids, _, labels = masked_batch(held, list(range(lo, min(lo + bs, len(held)))), tokenizer, replacements,
-                                      cfg.masking, gen)
-        filled = (labels != IGNORE_INDEX) & (ids == tokenizer.mask_token_id)
-        hit, total = hit + int((labels[filled] == top).sum()), total + int(filled.sum())
-    return hit / max(total, 1)
+    hit = total = 0
+    loss = 0.0
+    for ids, _, labels in _heldout_batches(corpora, tokenizer, replacements, cfg):
+        target = labels[(labels != IGNORE_INDEX) & (ids == tokenizer.mask_token_id)]
+        hit, total, loss = hit + int((target == top).sum()), total + int(target.numel()), loss - float(log_p[target].sum())
+    return {"acc": hit / max(total, 1), "loss": loss / max(total, 1)}
 
 
 def _autocast(cfg: DictConfig, device: torch.device):
@@ -373,7 +382,8 @@ def run_pretrain(cfg: DictConfig, out_dir: str | Path, interrupt_at: int | None 
     p = restore_state(state_path, cfg, model, opt) or Progress(total_steps=cfg.train.max_steps)
     if p.step == 0 and not p.resumed:
         before = heldout_accuracy(model, corpora, tokenizer, replacements, cfg, device) or {}
-        p.acc_before, p.mask_acc_before = before.get("acc"), before.get("mask_acc")
+        p.acc_before, p.mask_acc_before, p.mask_loss_before = before.get("acc"), before.get("mask_acc"), \
+            before.get("mask_loss")
     logger = instantiate(cfg.logger, dir=str(out_dir))
     try:
         logger.log_config(OmegaConf.to_container(cfg, resolve=True))
@@ -419,8 +429,9 @@ def _train_loop(model, opt, corpora, tokenizer, replacements, cfg, p: Progress, 
         if t.get("eval_every") and p.step % int(t.eval_every) == 0:
             held = heldout_accuracy(model, corpora, tokenizer, replacements, cfg, device)
             if held is not None:
-                logger.log({"heldout/mlm_acc": held["acc"], "heldout/mask_acc": held["mask_acc"]}, step=p.step)
-                p.heldout_curve.append([p.step, round(held["acc"], 6), round(held["mask_acc"], 6)])
+                logger.log({"heldout/mlm_acc": held["acc"], "heldout/mask_acc": held["mask_acc"],
+                            "heldout/mask_loss": held["mask_loss"]}, step=p.step)
+                p.heldout_curve.append([p.step] + [round(held[k], 6) for k in ("acc", "mask_acc", "mask_loss")])
         stop = p.step == interrupt_at or bool(signalled)
         if p.step % int(t.save_every) == 0 or _budget_done(cfg, p) or stop:
             save_state(state_path, cfg, model, opt, p)
@@ -433,7 +444,7 @@ def _train_loop(model, opt, corpora, tokenizer, replacements, cfg, p: Progress, 
 
 def _finish(model, tokenizer, corpora, replacements, cfg, p: Progress, device, out_dir: Path, stopped) -> dict:
     after = heldout_accuracy(model, corpora, tokenizer, replacements, cfg, device) or {}
-    unigram = unigram_accuracy(corpora, tokenizer, replacements, cfg)
+    unigram = unigram_baseline(corpora, tokenizer, replacements, cfg) or {}
     encoder_dir = out_dir / "encoder"
     save_encoder(model, tokenizer, encoder_dir)
     summary = {"encoder_dir": str(encoder_dir), "stopped_by": stopped, "steps": p.step, "total_steps": p.total_steps,
@@ -441,21 +452,24 @@ def _finish(model, tokenizer, corpora, replacements, cfg, p: Progress, device, o
                "tokens_per_s": round(p.tokens / max(p.seconds, 1e-9), 1),
                "heldout_acc_before": p.acc_before, "heldout_acc_after": after.get("acc"),
                "heldout_mask_acc_before": p.mask_acc_before, "heldout_mask_acc_after": after.get("mask_acc"),
-               "heldout_unigram_acc": unigram, "heldout_curve": p.heldout_curve,
+               "heldout_mask_loss_before": p.mask_loss_before, "heldout_mask_loss_after": after.get("mask_loss"),
+               "heldout_unigram_acc": unigram.get("acc"), "heldout_unigram_loss": unigram.get("loss"),
+               "heldout_curve": p.heldout_curve,
                "dropped_lines": corpora.info["eval_overlap"]["dropped"], "corpus": corpora.info,
                "parameters": sum(q.numel() for q in model.base_model.parameters()), "device": str(device),
                "trainable_parameters": sum(q.numel() for q in model.parameters() if q.requires_grad),
                "loss_curve": p.loss_curve, "resumed": p.resumed}
     (out_dir / "pretrain_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    log.info("pretraining done (%s): %d steps, %.0f tokens/s, held-out masked accuracy %s -> %s, at [MASK] %s -> %s "
-             "(most frequent token: %s); encoder in %s", stopped, p.step, summary["tokens_per_s"], p.acc_before,
-             after.get("acc"), p.mask_acc_before, after.get("mask_acc"), unigram, encoder_dir)
-    if unigram is not None and after.get("mask_acc") is not None and after["mask_acc"] < unigram + CONTEXT_MARGIN:
-        log.warning("held-out [MASK] accuracy %.3f is within %.2f of always predicting the most frequent token "
-                    "(%.3f): the model has not learned to use the context yet (the plateau early masked-LM "
-                    "training sits on), so fine-tuning it will gain little over random initialisation; train longer "
-                    "(experiments/pretrain/README.md, 'The unigram plateau').",
-                    after["mask_acc"], CONTEXT_MARGIN, unigram)
+    log.info("pretraining done (%s): %d steps, %.0f tokens/s, held-out masked accuracy %s -> %s; at [MASK] "
+             "accuracy %s -> %s, loss %s -> %s (most frequent token: accuracy %s, loss %s); encoder in %s", stopped,
+             p.step, summary["tokens_per_s"], p.acc_before, after.get("acc"), p.mask_acc_before, after.get("mask_acc"),
+             p.mask_loss_before, after.get("mask_loss"), unigram.get("acc"), unigram.get("loss"), encoder_dir)
+    if unigram and after and after["mask_acc"] < unigram["acc"] + CONTEXT_MARGIN:
+        log.warning("held-out [MASK] accuracy %.3f is within %.2f of always guessing the most frequent token (%.3f; "
+                    "loss %.2f against %.2f nats): the model has hardly learned to use the context yet (the plateau "
+                    "early masked-LM training sits on), so fine-tuning it may gain little over random "
+                    "initialisation (experiments/pretrain/README.md, 'The unigram plateau').", after["mask_acc"],
+                    CONTEXT_MARGIN, unigram["acc"], after["mask_loss"], unigram["loss"])
     return summary
 
 

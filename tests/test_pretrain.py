@@ -208,6 +208,8 @@ def test_pretrain_then_load_as_fine_tuning_encoder(tmp_path):
     assert saved["steps"] == 3 and saved["dropped_lines"] == 1 and saved["tokens_per_s"] > 0
     for key in ("acc_before", "acc_after", "mask_acc_before", "mask_acc_after", "unigram_acc"):
         assert 0 <= saved[f"heldout_{key}"] <= 1, key
+    for key in ("mask_loss_before", "mask_loss_after", "unigram_loss"):
+        assert 0 < saved[f"heldout_{key}"] < 20, key
     assert json.loads((out / "eval_overlap.json").read_text())["by_reason"] == {"context": 1}
     assert summary["corpus"]["train_lines"] + summary["corpus"]["heldout_lines"] == 48
     enc = pretrained(name_or_path=str(out / "encoder"), local_files_only=True)
@@ -239,6 +241,7 @@ def test_masked_tokens_are_learned_from_their_context(tmp_path):
     assert saved["heldout_unigram_acc"] < 0.3
     assert saved["heldout_mask_acc_before"] < 0.3
     assert saved["heldout_mask_acc_after"] > 0.9, saved["heldout_curve"]
+    assert saved["heldout_mask_loss_after"] < 1.5 < 2.0 < saved["heldout_unigram_loss"]  # ln 10 = 2.3
     assert [row[0] for row in saved["heldout_curve"]] == [70, 140]
     assert saved["heldout_curve"][-1][2] == pytest.approx(saved["heldout_mask_acc_after"], abs=1e-6)
 
