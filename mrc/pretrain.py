@@ -162,7 +162,6 @@ def lr_factor(step: int, warmup: int, total: int | None) -> float:
 # ----------------------------------------------------------------------------- evaluation and state
 
 
-@torch.no_grad()
 def _heldout_batches(corpora: Corpora, tokenizer, replacements, cfg: DictConfig):
     """(masked ids, attention mask, labels) over the held-out sequences, under the same fixed masks every time."""
     held, bs = corpora.heldout, int(cfg.train.eval_batch_size)
@@ -171,6 +170,7 @@ def _heldout_batches(corpora: Corpora, tokenizer, replacements, cfg: DictConfig)
                            mask_generator(cfg.seed + HELDOUT_SEED_OFFSET, i))
 
 
+@torch.no_grad()
 def heldout_accuracy(model, corpora: Corpora, tokenizer, replacements, cfg: DictConfig, device) -> dict | None:
     """Held-out masked-token scores under fixed masks (the same before and after training).
 
@@ -187,7 +187,7 @@ def heldout_accuracy(model, corpora: Corpora, tokenizer, replacements, cfg: Dict
     mask_loss = 0.0
     for ids, att, labels in _heldout_batches(corpora, tokenizer, replacements, cfg):
         ids, att, labels = ids.to(device), att.to(device), labels.to(device)
-        with torch.no_grad(), _autocast(cfg, device):
+        with _autocast(cfg, device):
             hidden = model.base_model(input_ids=ids, attention_mask=att).last_hidden_state  # (B, T, H)
             where = labels != IGNORE_INDEX  # (B, T)
             logits = mlm_head(model)(hidden[where]).float()  # (M, V)
