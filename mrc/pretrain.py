@@ -19,15 +19,16 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from . import pretrain_data as pd
-from .pretrain_data import Corpora, masked_batch, prepare_corpora
 from .cpu_memory import retain_freed_memory
-from .masking import IGNORE_INDEX, mask_generator, replacement_ids
+from .masking import mask_generator, replacement_ids
+from .pretrain_data import Corpora, masked_batch, prepare_corpora
+from .pretrain_eval import CONTEXT_MARGIN, autocast, heldout_accuracy, unigram_baseline
+from .pretrain_model import (build_model, build_optimizer, freeze_body, lr_factor, mlm_forward, set_attention_dropout,
+                             warmup_steps)
 from .resume import atomic_save, load_state, remove_stale_temps, resume_mode, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,6 @@ VERSION = 1
 # Settings a resumed run must share with the interrupted one (everything else may change, e.g. budgets).
 RESUME_KEYS = ("seed", "model", "data", "masking", "optim", "train.batch_size", "train.grad_accum",
                "train.max_steps")
-NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")
-HELDOUT_SEED_OFFSET = 7919  # held-out masks come from their own fixed stream
-CONTEXT_MARGIN = 0.02  # [MASK] accuracy this close to the unigram guess: the context is hardly used yet
 
 
 @dataclass
@@ -59,168 +57,7 @@ class Progress:
     heldout_curve: list = field(default_factory=list)  # [step, acc, mask_acc, mask_loss] per train.eval_every
 
 
-# ----------------------------------------------------------------------------- model
-
-
-def build_model(m: DictConfig):
-    """(masked-LM model, fast tokenizer): from ``m.init_from`` or a fresh BERT sized by ``m``."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
-
-    from .encoder import _wordpiece_tokenizer
-
-    if m.init_from:
-        kw = dict(local_files_only=bool(m.local_files_only))
-        tokenizer = AutoTokenizer.from_pretrained(m.init_from, use_fast=True, **kw)
-        return AutoModelForMaskedLM.from_pretrained(m.init_from, **kw), tokenizer
-    if not m.vocab_file or not Path(m.vocab_file).is_file():
-        raise FileNotFoundError(f"model.vocab_file={m.vocab_file}: a WordPiece vocab.txt is needed from scratch")
-    tokenizer = _wordpiece_tokenizer(m.vocab_file, bool(m.lowercase))
-    tokenizer.model_max_length = int(m.max_position)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=m.hidden_size, num_hidden_layers=m.layers,
-                        num_attention_heads=m.heads, intermediate_size=m.intermediate_size,
-                        max_position_embeddings=m.max_position, hidden_dropout_prob=m.dropout,
-                        attention_probs_dropout_prob=m.dropout, pad_token_id=tokenizer.pad_token_id)
-    return BertForMaskedLM(config), tokenizer
-
-
-def mlm_head(model) -> torch.nn.Module:
-    """The prediction head (transform + tied vocabulary projection) of a BERT- or RoBERTa-style MLM."""
-    for name in ("cls", "lm_head"):
-        if isinstance(getattr(model, name, None), torch.nn.Module):
-            return getattr(model, name)
-    raise TypeError(f"{type(model).__name__}: no `cls` or `lm_head` prediction head")
-
-
-def mlm_forward(model, input_ids, attention_mask, labels) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(mean loss, correct predictions, masked tokens); logits only at masked positions."""
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
-    where = labels != IGNORE_INDEX  # (B, T)
-    logits = mlm_head(model)(hidden[where])  # (M, V): M masked tokens, never B*T
-    target = labels[where]  # (M,)
-    loss = F.cross_entropy(logits.float(), target)
-    return loss, (logits.argmax(-1) == target).sum(), int(target.numel())
-
-
-def set_attention_dropout(model, prob: float) -> int:
-    """Set the attention-probability dropout of every self-attention module to ``prob`` for this run only
-    (the model's config, and so the saved encoder, keep their value). With 0, PyTorch's fused CPU/GPU
-    attention kernel replaces the one that materialises the (B, heads, T, T) probabilities: 2x the
-    tokens/s of a frozen-body transplant step on 2 CPU cores. Returns the number of modules changed."""
-    changed = 0
-    for module in model.modules():
-        if type(module).__name__.endswith("SelfAttention") and isinstance(getattr(module, "dropout", None),
-                                                                          torch.nn.Dropout):
-            module.dropout.p = float(prob)
-            changed += 1
-    if not changed:
-        raise ValueError(f"model.attention_dropout: no self-attention dropout found in {type(model).__name__}")
-    log.info("model.attention_dropout: %s in %d self-attention modules (the saved config keeps %s)", prob,
-             changed, getattr(model.config, "attention_probs_dropout_prob", "?"))
-    return changed
-
-
-def freeze_body(model) -> int:
-    """Train only the word embeddings and the MLM head (the tied decoder is the embedding matrix itself):
-    the embedding-learning stage of a vocabulary transplant (:mod:`mrc.transplant`). Returns trainable count."""
-    keep = {id(model.get_input_embeddings().weight)} | {id(q) for q in mlm_head(model).parameters()}
-    for q in model.parameters():
-        q.requires_grad_(id(q) in keep)
-    n = sum(q.numel() for q in model.parameters() if q.requires_grad)
-    log.info("model.freeze_body: %d of %d parameters trainable (word embeddings + MLM head)", n,
-             sum(q.numel() for q in model.parameters()))
-    return n
-
-
-def build_optimizer(model, o: DictConfig) -> torch.optim.AdamW:
-    """AdamW, weight decay off for biases and LayerNorm weights (schedule: :func:`lr_factor`)."""
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if any(k in n for k in NO_DECAY) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
-
-
-def warmup_steps(o: DictConfig, total: int | None) -> int:
-    """Warmup length: ``optim.warmup_steps`` if set, else ``warmup_ratio`` of the step budget."""
-    if o.warmup_steps is not None:
-        return int(o.warmup_steps)
-    if total is None:
-        raise ValueError("a time-only budget (train.max_steps=null) needs optim.warmup_steps")
-    return int(o.warmup_ratio * total)
-
-
-def lr_factor(step: int, warmup: int, total: int | None) -> float:
-    """Linear warmup to 1 over ``warmup`` steps, then linear decay to 0 at ``total`` (flat if unknown)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if total is None:
-        return 1.0
-    return max(0.0, (total - step) / max(1, total - warmup))
-
-
-# ----------------------------------------------------------------------------- evaluation and state
-
-
-def _heldout_batches(corpora: Corpora, tokenizer, replacements, cfg: DictConfig):
-    """(masked ids, attention mask, labels) over the held-out sequences, under the same fixed masks every time."""
-    held, bs = corpora.heldout, int(cfg.train.eval_batch_size)
-    for i, lo in enumerate(range(0, len(held), bs)):
-        yield masked_batch(held, list(range(lo, min(lo + bs, len(held)))), tokenizer, replacements, cfg.masking,
-                           mask_generator(cfg.seed + HELDOUT_SEED_OFFSET, i))
-
-
-@torch.no_grad()
-def heldout_accuracy(model, corpora: Corpora, tokenizer, replacements, cfg: DictConfig, device) -> dict | None:
-    """Held-out masked-token scores under fixed masks (the same before and after training).
-
-    ``acc``: accuracy over every selected token, as trained (80 % [MASK], 10 % random, 10 % kept: the kept
-    tenth can be copied from the input, so about 0.1 of it needs no context). ``mask_acc`` and ``mask_loss``
-    (mean cross-entropy, nats): only where the input is [MASK], which must be filled in from the context;
-    compare them with :func:`unigram_baseline`. Top-1 accuracy moves late (the most frequent token stays the
-    best single guess until the model is confident); the loss shows earlier whether the context helps.
-    """
-    if len(corpora.heldout) == 0:
-        return None
-    model.eval()
-    correct = total = mask_correct = mask_total = 0
-    mask_loss = 0.0
-    for ids, att, labels in _heldout_batches(corpora, tokenizer, replacements, cfg):
-        ids, att, labels = ids.to(device), att.to(device), labels.to(device)
-        with _autocast(cfg, device):
-            hidden = model.base_model(input_ids=ids, attention_mask=att).last_hidden_state  # (B, T, H)
-            where = labels != IGNORE_INDEX  # (B, T)
-            logits = mlm_head(model)(hidden[where]).float()  # (M, V)
-        target, filled = labels[where], ids[where] == tokenizer.mask_token_id  # (M,), (M,) input was [MASK]
-        right = logits.argmax(-1) == target
-        correct, total = correct + int(right.sum()), total + int(right.numel())
-        mask_correct, mask_total = mask_correct + int(right[filled].sum()), mask_total + int(filled.sum())
-        mask_loss += float(F.cross_entropy(logits[filled], target[filled], reduction="sum"))
-    model.train()
-    return {"acc": correct / max(total, 1), "mask_acc": mask_correct / max(mask_total, 1),
-            "mask_loss": mask_loss / max(mask_total, 1)}
-
-
-def unigram_baseline(corpora: Corpora, tokenizer, replacements, cfg: DictConfig) -> dict | None:
-    """What a model that ignores the context reaches at the held-out [MASK] positions (the plateau early
-    masked-LM training sits on): ``acc`` of always guessing the training corpus's most frequent maskable
-    token, ``loss`` (nats) of predicting the corpus's token frequencies (add-one smoothed) everywhere."""
-    if len(corpora.heldout) == 0 or corpora.train.n_tokens == 0:
-        return None
-    counts = np.bincount(corpora.train.ids, minlength=len(tokenizer)).astype(np.float64)
-    counts[tokenizer.all_special_ids] = 0  # never selected for prediction
-    log_p = torch.from_numpy(np.log((counts + 1.0) / (counts.sum() + len(counts))))
-    top = int(counts.argmax())
-    hit = total = 0
-    loss = 0.0
-    for ids, _, labels in _heldout_batches(corpora, tokenizer, replacements, cfg):
-        target = labels[(labels != IGNORE_INDEX) & (ids == tokenizer.mask_token_id)]
-        hit, total, loss = hit + int((target == top).sum()), total + int(target.numel()), loss - float(log_p[target].sum())
-    return {"acc": hit / max(total, 1), "loss": loss / max(total, 1)}
-
-
-def _autocast(cfg: DictConfig, device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and bool(cfg.train.bf16))
+# ----------------------------------------------------------------------------- state
 
 
 def resume_items(cfg: DictConfig) -> dict:
@@ -332,7 +169,7 @@ def train_step(model, opt, corpora: Corpora, tokenizer, replacements, cfg: DictC
         idx = pd.draw_indices(len(corpora.train), int(t.batch_size), draw, cfg.seed)
         ids, att, labels = masked_batch(corpora.train, idx, tokenizer, replacements, cfg.masking,
                                         mask_generator(cfg.seed, draw))
-        with _autocast(cfg, device):
+        with autocast(cfg, device):
             loss, ok, n = mlm_forward(model, ids.to(device), att.to(device), labels.to(device))
         (loss / accum).backward()
         losses, right, masked = losses + loss.item() / accum, right + int(ok), masked + n

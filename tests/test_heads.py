@@ -31,7 +31,6 @@ def test_band_helpers_match_the_full_grid():
     grid = torch.arange(49.0).reshape(1, 7, 7)
     assert band_of(grid, 3)[0, 2].tolist() == [16.0, 17.0, 18.0]  # grid[2, 2..4]
     torch.manual_seed(0)
-    raw = torch.randn(3, 7, 7)
     masks = torch.stack([MASK[0], torch.tensor([1, 0, 1, 1, 1, 1, 1], dtype=torch.bool), torch.ones(7, dtype=torch.bool)])
     valid = valid_spans(masks)
     q, k, bs, be = torch.randn(3, 7, 4), torch.randn(3, 7, 4), torch.randn(3, 7), torch.randn(3, 7)

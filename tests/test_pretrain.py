@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from mrc import pretrain_data as pd
 from mrc.encoder import _wordpiece_tokenizer, build_vocab, pretrained
 from mrc.masking import IGNORE_INDEX, ChineseWordSegmenter, mask_generator, mask_tokens, replacement_ids
-from mrc.pretrain import CONF_DIR, Progress, _fix_horizon, lr_factor, run_pretrain
+from mrc.pretrain import CONF_DIR, Progress, _fix_horizon, run_pretrain
+from mrc.pretrain_model import lr_factor
 
 CORPUS = [
     "北京是中华人民共和国的首都，人口约2189万人。",
@@ -315,7 +316,7 @@ def test_recipes_compose_with_their_output_dirs():
 def test_attention_dropout_applies_to_the_run_not_the_saved_encoder(tmp_path):
     from transformers import BertConfig, BertForMaskedLM
 
-    from mrc.pretrain import set_attention_dropout
+    from mrc.pretrain_model import set_attention_dropout
 
     model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                                        intermediate_size=32, attention_probs_dropout_prob=0.1))

@@ -5,7 +5,7 @@ for a state in the middle of a run.
     python experiments/pretrain/heldout_scores.py outputs/tiny_zh recipe=tiny_zh
 
 Prints one JSON line: the state's optimizer step, ``acc`` / ``mask_acc`` / ``mask_loss``
-(:func:`mrc.pretrain.heldout_accuracy`), the most-frequent-token baseline (:func:`mrc.pretrain.unigram_baseline`),
+(:func:`mrc.pretrain_eval.heldout_accuracy`), the most-frequent-token baseline (:func:`mrc.pretrain_eval.unigram_baseline`),
 ``mask_top``: the three tokens predicted most often at [MASK] with their shares, and ``copy_acc``: how often an
 unselected token is predicted as itself (the identity the kept tenth of the selected tokens teaches).
 The overrides must be those of the run (they rebuild its held-out split; the tokenized corpus is read from
@@ -22,8 +22,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from mrc.masking import IGNORE_INDEX, replacement_ids
-from mrc.pretrain import (CONF_DIR, CORPUS_CACHE, STATE, _heldout_batches, build_model, heldout_accuracy, mlm_head,
-                          set_attention_dropout, unigram_baseline)
+from mrc.pretrain import CONF_DIR, CORPUS_CACHE, STATE
+from mrc.pretrain_eval import heldout_accuracy, heldout_batches, unigram_baseline
+from mrc.pretrain_model import build_model, mlm_head, set_attention_dropout
 from mrc.pretrain_data import prepare_corpora
 
 
@@ -32,7 +33,7 @@ def predictions(model, corpora, tokenizer, replacements, cfg) -> dict:
     """``mask_top`` and ``copy_acc`` over the held-out batches (see the module docstring)."""
     model.eval()
     top, copied, unselected = Counter(), 0, 0
-    for ids, att, labels in _heldout_batches(corpora, tokenizer, replacements, cfg):
+    for ids, att, labels in heldout_batches(corpora, tokenizer, replacements, cfg):
         guess = mlm_head(model)(model.base_model(input_ids=ids, attention_mask=att).last_hidden_state).argmax(-1)
         top.update(guess[(labels != IGNORE_INDEX) & (ids == tokenizer.mask_token_id)].tolist())
         plain = (labels == IGNORE_INDEX) & att.bool() & ~torch.isin(ids, torch.tensor(tokenizer.all_special_ids))

@@ -29,7 +29,7 @@ def mlm_step(args):
     from omegaconf import OmegaConf
     from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
 
-    from mrc.pretrain import build_optimizer, freeze_body, mlm_forward, set_attention_dropout
+    from mrc.pretrain_model import build_optimizer, freeze_body, mlm_forward, set_attention_dropout
 
     if args.init_from:
         model = AutoModelForMaskedLM.from_pretrained(args.init_from, local_files_only=True)
