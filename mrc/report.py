@@ -13,65 +13,25 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import shlex
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from mrc import report_plots, report_stats
-from mrc.report_jobs import (Configs, Configuration, Job, Keys, ReportError, all_splits, as_number, common_overrides,
-                             config_row, find_jobs, group_configurations, identity_label, in_domain_split, mapping,
-                             natural_key, robustness_drop, select_splits, speed_stats, split_stats, varying_keys)
-from mrc.report_stats import Comparison
+from mrc.report_jobs import (Configs, Configuration, Job, Keys, ReportError, all_splits, common_overrides, config_row,
+                             find_jobs, group_configurations, identity_label, in_domain_split, robustness_drop,
+                             select_splits, speed_stats, split_stats, varying_keys)
+from mrc.report_plots import make_plots
+from mrc.report_significance import (SIGNIFICANCE_COLUMNS, SignificanceRow, resolve_baseline, significance,
+                                     significance_rows)
 
 MISSING = "–"
-STRIDE_KEY = "data.doc_stride"
-PLOT_FILES = ("f1_vs_stride.png", "robustness_drop.png", "throughput.png")
 
 
-# --------------------------------------------------------------------------- significance
-
-
-@dataclass
-class SignificanceRow:
-    """One pairwise comparison on one split, with Holm-adjusted p-values filled in later."""
-
-    split: str
-    a: str
-    b: str
-    result: Comparison
-    p_bootstrap_holm: float = math.nan
-    p_wilcoxon_holm: float = math.nan
-
-
-def load_scores(job: Job, split: str) -> tuple[dict[str, float] | None, str | None]:
-    """Per-question F1 from ``scores/<split>.json``, or None and a note why not."""
-    file = job.path / "scores" / f"{split}.json"
-    if not file.is_file():
-        return None, None
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-        return {str(qid): float(s["f1"]) for qid, s in data.items()}, None
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        return None, f"{job.display}: unreadable scores/{split}.json ({type(exc).__name__}: {exc}); left out"
-
-
-def config_scores(config: Configuration, split: str, notes: list[str]) -> dict[str, float] | None:
-    """Per-question F1 averaged over the configuration's seeds, or None without any scores file."""
-    per_seed = []
-    for job in config.jobs:
-        scores, note = load_scores(job, split)
-        if note:
-            notes.append(note)
-        if scores is not None:
-            per_seed.append(scores)
-    return report_stats.seed_averaged(per_seed) if per_seed else None
+# --------------------------------------------------------------------------- report.md
 
 
 def repeated_seed_notes(configs: Configs) -> list[str]:
@@ -84,149 +44,6 @@ def repeated_seed_notes(configs: Configs) -> list[str]:
     return notes
 
 
-def comparison_pairs(labels: Sequence[str], baseline: str | None, across: Sequence[str] = (),
-                     identities: dict[str, dict[str, str]] | None = None) -> list[tuple[str, str]]:
-    """(A, B) pairs to test. Neither ``baseline`` nor ``across``: every pair. Otherwise the union of every
-    configuration vs ``baseline`` (A = the other one) and, for each key in ``across``, every pair whose
-    identities differ in that key only (e.g. ``encoder``: each encoder against each other, head held fixed)."""
-    if baseline is None and not across:
-        return list(combinations(labels, 2))
-    pairs = [(label, baseline) for label in labels if baseline is not None and label != baseline]
-    identities = identities or {}
-    for a, b in combinations(labels, 2):
-        ia, ib = identities.get(a, {}), identities.get(b, {})
-        differ = {k for k in ia.keys() | ib.keys() if ia.get(k) != ib.get(k)}
-        if len(differ) == 1 and differ <= set(across) and (a, b) not in pairs and (b, a) not in pairs:
-            pairs.append((a, b))
-    return pairs
-
-
-def significance(configs: Sequence[Configuration], splits: Sequence[str], baseline: str | None,
-                 n_resamples: int, seed: int, notes: list[str], across: Sequence[str] = ()) -> list[SignificanceRow]:
-    """Pairwise comparisons on each split, Holm-adjusted across all of them."""
-    identities = {c.label: c.identity for c in configs}
-    rows = []
-    for split in splits:
-        scores = {c.label: config_scores(c, split, notes) for c in configs}
-        missing = [label for label, s in scores.items() if s is None]
-        if missing:
-            notes.append(f"no scores/{split}.json for: {'; '.join(missing)} (left out of the {split} comparisons)")
-        labels = [label for label, s in scores.items() if s is not None]
-        base = baseline if baseline in labels else None
-        if baseline is not None and base is None and not across:
-            continue
-        for a, b in comparison_pairs(labels, base, across, identities):
-            rows.append(SignificanceRow(split, a, b, report_stats.compare(scores[a], scores[b], n_resamples, seed)))
-    for attr, adjusted_attr in (("p_bootstrap", "p_bootstrap_holm"), ("p_wilcoxon", "p_wilcoxon_holm")):
-        adjusted = report_stats.holm([getattr(r.result, attr) for r in rows])
-        for row, p in zip(rows, adjusted):
-            setattr(row, adjusted_attr, p)
-    return rows
-
-
-def resolve_baseline(baseline: str | None, configs: Sequence[Configuration], keys: Sequence[str]) -> str | None:
-    """The full label of ``--baseline`` (given as a full label or as its varying ``key=value`` part)."""
-    if baseline is None:
-        return None
-    for config in configs:
-        short = identity_label({k: v for k, v in config.identity.items() if k in keys})
-        if baseline in (config.label, short):
-            return config.label
-    labels = "; ".join(c.label for c in configs)
-    raise ReportError(f"--baseline {baseline!r} matches no configuration; labels: {labels}")
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def head_name(config: Configuration) -> str:
-    """The ``head`` override, else the class name of ``config.yaml``'s ``head._target_``."""
-    if "head" in config.identity:
-        return config.identity["head"]
-    for job in config.jobs:
-        target = mapping(job.config.get("head")).get("_target_")
-        if target:
-            return str(target).rsplit(".", 1)[-1]
-    return "?"
-
-
-def doc_stride(config: Configuration) -> float | None:
-    """``data.doc_stride`` from the overrides, else from the first job's ``config.yaml``."""
-    if STRIDE_KEY in config.identity:
-        try:
-            return float(config.identity[STRIDE_KEY])
-        except ValueError:
-            return None
-    for job in config.jobs:
-        value = as_number(mapping(job.config.get("data")).get("doc_stride"))
-        if value is not None:
-            return value
-    return None
-
-
-def short_name(config: Configuration, keys: Sequence[str], drop: Sequence[str] = ()) -> str:
-    """A plot label: head name plus the other varying ``key=value`` (last key component)."""
-    parts = [head_name(config)]
-    parts += [f"{k.rsplit('.', 1)[-1]}={config.identity[k]}" for k in keys
-              if k != "head" and k not in drop and k in config.identity]
-    return ", ".join(parts)
-
-
-def _plot_f1_vs_stride(configs: Configs, keys: Keys, in_domain: str, path: Path) -> str | None:
-    series: dict[str, list[tuple[float, float, float]]] = {}
-    for config in configs:
-        stride, stats = doc_stride(config), split_stats(config, in_domain)
-        if stride is not None and not math.isnan(stats["f1_mean"]):
-            series.setdefault(short_name(config, keys, drop=[STRIDE_KEY]), []).append(
-                (stride, stats["f1_mean"], stats["f1_std"]))
-    if not series:
-        return "no finished job has both data.doc_stride and in-domain F1"
-    report_plots.plot_f1_vs_stride(series, in_domain, path)
-    return None
-
-
-def _plot_robustness(configs: Configs, keys: Keys, splits: Keys, in_domain: str, path: Path) -> str | None:
-    others = [s for s in splits if s != in_domain]
-    if not others:
-        return "no split besides the in-domain one"
-    drops = {s: [robustness_drop(c, s, in_domain)[0] for c in configs] for s in others}
-    if all(math.isnan(v) for values in drops.values() for v in values):
-        return "no job has F1 on both the in-domain and another split"
-    report_plots.plot_robustness_drop([short_name(c, keys) for c in configs], drops, in_domain, path)
-    return None
-
-
-def _plot_throughput(configs: Configs, keys: Keys, in_domain: str, path: Path) -> str | None:
-    speeds = [speed_stats(c, in_domain) for c in configs]
-    train = [s["train_examples_per_s"] for s in speeds]
-    evaluation = [s["eval_examples_per_s"] for s in speeds]
-    if all(math.isnan(v) for v in train + evaluation):
-        return "no job reports train or eval examples/s"
-    report_plots.plot_throughput([short_name(c, keys) for c in configs], train, evaluation, path)
-    return None
-
-
-def make_plots(configs: Sequence[Configuration], keys: Sequence[str], splits: Sequence[str],
-               in_domain: str | None, out: Path) -> dict[str, str | None]:
-    """Write the PNGs; map each file name to None (written) or the reason it was skipped."""
-    if not configs or in_domain is None:
-        return {name: "no finished jobs with an in-domain split" for name in PLOT_FILES}
-    configs = sorted(configs, key=lambda c: natural_key(short_name(c, keys)))  # groups bars by head
-    makers = {
-        "f1_vs_stride.png": lambda p: _plot_f1_vs_stride(configs, keys, in_domain, p),
-        "robustness_drop.png": lambda p: _plot_robustness(configs, keys, splits, in_domain, p),
-        "throughput.png": lambda p: _plot_throughput(configs, keys, in_domain, p),
-    }
-    result: dict[str, str | None] = {}
-    for name, make in makers.items():
-        try:
-            result[name] = make(out / name)
-        except Exception as exc:  # a plot must never take the report down
-            result[name] = f"plotting failed ({type(exc).__name__}: {exc})"
-    return result
-
-
-# --------------------------------------------------------------------------- formatting and writing
 
 
 def fmt_num(value: float, digits: int = 2) -> str:
@@ -342,19 +159,6 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]], header: Sequence[str])
         writer.writeheader()
         for row in rows:
             writer.writerow({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()})
-
-
-def significance_rows(rows: Sequence[SignificanceRow]) -> list[dict[str, Any]]:
-    """Plain dicts for ``significance.csv``."""
-    return [{"split": r.split, "a": r.a, "b": r.b, "n_questions": r.result.n_questions,
-             "delta_f1": r.result.delta, "ci_low": r.result.ci_low, "ci_high": r.result.ci_high,
-             "p_bootstrap": r.result.p_bootstrap, "p_bootstrap_holm": r.p_bootstrap_holm,
-             "p_wilcoxon": r.result.p_wilcoxon, "p_wilcoxon_holm": r.p_wilcoxon_holm,
-             "share_a_better": r.result.a_better, "share_b_better": r.result.b_better} for r in rows]
-
-
-SIGNIFICANCE_COLUMNS = ("split", "a", "b", "n_questions", "delta_f1", "ci_low", "ci_high", "p_bootstrap",
-                        "p_bootstrap_holm", "p_wilcoxon", "p_wilcoxon_holm", "share_a_better", "share_b_better")
 
 
 def csv_header(keys: Sequence[str], splits: Sequence[str]) -> list[str]:

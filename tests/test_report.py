@@ -10,7 +10,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from mrc import report, report_jobs, report_stats
+from mrc import report, report_jobs, report_plots, report_stats
 
 HEADS = {"softmax": "heads.softmax.SoftmaxHead", "globalpointer": "heads.globalpointer.GlobalPointer"}
 SEEDS = (1, 2, 3)
@@ -289,9 +289,9 @@ def test_plain_run_dir_without_hydra_is_a_defaults_job(tmp_path: Path, capsys):
 def test_stride_and_head_fall_back_to_config(tmp_path: Path):
     job = report_jobs.load_job(finished_job(tmp_path, "0", "globalpointer", seed=1, stride=96), "0")
     config = report_jobs.Configuration("x", {}, [job])
-    assert report.doc_stride(config) == 96 and report.head_name(config) == "GlobalPointer"
+    assert report_plots.doc_stride(config) == 96 and report_plots.head_name(config) == "GlobalPointer"
     config = report_jobs.Configuration("x", {"data.doc_stride": "32", "head": "softmax"}, [job])
-    assert report.doc_stride(config) == 32 and report.head_name(config) == "softmax"
+    assert report_plots.doc_stride(config) == 32 and report_plots.head_name(config) == "softmax"
 
 
 def test_identity_drops_seed_hydra_and_paths(tmp_path: Path):
