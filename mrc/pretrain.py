@@ -2,7 +2,7 @@
 
 From scratch (a BERT of any size with a WordPiece ``vocab_file``) or continued from any HF masked-LM
 checkpoint (``model.init_from``). Corpus lines that overlap the evaluation files are dropped first
-(:mod:`mrc.pretrain_data`); masks are dynamic, optionally whole-word (:mod:`mrc.masking`). The
+(:mod:`mrc.eval_text`); masks are dynamic, optionally whole-word (:mod:`mrc.masking`). The
 vocabulary projection runs only on the hidden states of masked positions. Writes ``<run dir>/encoder``
 (HF format: ``config.json``, ``model.safetensors`` of the BertModel, tokenizer files), which
 ``python run.py encoder=roberta_wwm encoder.name_or_path=<run dir>/encoder`` fine-tunes, and

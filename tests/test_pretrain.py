@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
 from mrc import pretrain_data as pd
+from mrc.eval_text import EvalTextFilter, drop_eval_text
 from mrc.encoder import _wordpiece_tokenizer, build_vocab, pretrained
 from mrc.masking import IGNORE_INDEX, ChineseWordSegmenter, mask_generator, mask_tokens, replacement_ids
 from mrc.pretrain import CONF_DIR, Progress, _fix_horizon, run_pretrain
@@ -120,7 +121,7 @@ def _squad(path: Path) -> Path:
 
 
 def test_lines_overlapping_evaluation_text_are_dropped(tmp_path):
-    filt = pd.EvalTextFilter.from_squad([_squad(tmp_path / "dev.json")], ngram=20, min_chars=8)
+    filt = EvalTextFilter.from_squad([_squad(tmp_path / "dev.json")], ngram=20, min_chars=8)
     lines = {
         "有人问：红楼梦的作者出身于 什么世家，答案众说纷纭。": "question",  # contains the question (spacing differs)
         "红楼梦的作者出身于什么世家": "question",
@@ -130,13 +131,13 @@ def test_lines_overlapping_evaluation_text_are_dropped(tmp_path):
         "这家酒店的服务很好，房间干净。": None,
     }
     assert {line: filt.reason(line) for line in lines} == lines
-    kept, report = pd.drop_eval_text(list(lines), filt)
+    kept, report = drop_eval_text(list(lines), filt)
     assert kept == [line for line, why in lines.items() if why is None]
     assert report == {"lines": 6, "dropped": 4, "by_reason": {"question": 2, "context": 2}}
 
 
 def test_runs_of_repeated_characters_are_not_evaluation_text():
-    filt = pd.EvalTextFilter(["无关的问题是什么呢？"], ["太好了" + "！" * 30 + CONTEXT])
+    filt = EvalTextFilter(["无关的问题是什么呢？"], ["太好了" + "！" * 30 + CONTEXT])
     assert filt.reason("质量很差" + "！" * 25) is None and filt.reason("！" * 12) is None
     assert filt.reason("据说曹雪芹出身清代内务府正白旗包衣世家，他以坚韧") == "context"  # 22 shared characters
 
