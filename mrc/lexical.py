@@ -48,7 +48,8 @@ def predict(examples, width: int = DEFAULT_WIDTH) -> dict[str, str]:
 
 def run(cfg: DictConfig, run_dir: Path) -> float:
     """Evaluate the lexical baseline on every split of ``cfg.data``; returns in-domain F1."""
-    from .pipeline import load_data, score, write_json
+    from .pipeline import load_data, score
+    from .run_outputs import write_json
 
     width = int(cfg.lexical.width)
     _, _, _, splits = load_data(cfg, run_dir)

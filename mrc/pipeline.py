@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import resource
@@ -28,6 +27,7 @@ from .splits import input_paths, materialise, robustness_metrics, split_specs
 from .model import SpanModel
 from .cpu_memory import retain_freed_memory
 from .resume import Resumer, RunProgress
+from .run_outputs import write_outputs
 from .train import build_optimizer, n_epochs, total_steps, train_epoch
 
 log = logging.getLogger(__name__)
@@ -157,12 +157,6 @@ def eval_scalars(split: str, summary: dict) -> dict[str, float]:
         out.update({f"eval/{split}/{name.lower() if name in ('HasAns', 'NoAns') else name}/{k.lower()}": g[k]
                     for k in ("F1", "EM")})
     return out
-
-
-def write_json(path: Path, obj) -> None:
-    """UTF-8 JSON, human-readable Chinese."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
 
 
 def peak_rss_mb() -> float:
@@ -312,47 +306,4 @@ def _report(cfg, run_dir, train, train_windows, splits, device, logger, data_inf
         metrics["train"]["resumed"] = run_state.resumed
     if device.startswith("cuda"):
         metrics["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    _write_outputs(run_dir, run_state.best_results, metrics, cfg, logger, splits)
-
-
-def snippet(context: str, text: str, start: int | None = None, width: int = 30) -> str:
-    """Context around ``text`` (at ``start`` or its first occurrence), the text marked with 【】."""
-    pos = context.find(text) if start is None or start < 0 else start
-    if not text or pos < 0:
-        return ""
-    return (context[max(pos - width, 0):pos] + "【" + text + "】" +
-            context[pos + len(text):pos + len(text) + width])
-
-
-def error_rows(split: Split, predictions: dict, per_question: dict) -> list[dict]:
-    """One row per question whose prediction is not an exact match (error analysis)."""
-    rows = []
-    for ex in split.examples:
-        if per_question.get(ex.id, {}).get("em", 0) >= 1:
-            continue
-        pred = predictions.get(ex.id, "")
-        gold = ex.references[0] if ex.references else ""
-        rows.append({"id": ex.id, "type": ex.qtype, "question": ex.question, "gold": ex.references,
-                     "predicted": pred, "f1": per_question.get(ex.id, {}).get("f1", 0.0),
-                     "gold_context": snippet(ex.context, gold, ex.starts[0] if ex.starts else None),
-                     "predicted_context": snippet(ex.context, pred)})
-    return rows
-
-
-def _write_outputs(run_dir: Path, results: dict, metrics: dict, cfg, logger, splits: dict) -> None:
-    pred_files = []
-    for name, r in results.items():
-        rows = error_rows(splits[name], r["predictions"], r["per_question"])
-        (run_dir / "errors").mkdir(parents=True, exist_ok=True)
-        (run_dir / "errors" / f"{name}.jsonl").write_text(
-            "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-        write_json(run_dir / "predictions" / f"{name}.json", r["predictions"])
-        write_json(run_dir / "scores" / f"{name}.json", r["per_question"])
-        pred_files.append(run_dir / "predictions" / f"{name}.json")
-        if cfg.decode.save_nbest:
-            write_json(run_dir / "predictions" / f"{name}.nbest.json", r["nbest"])
-    write_json(run_dir / "metrics.json", metrics)
-    logger.summary({f"final/{n}/{k.lower()}": s[k] for n, s in metrics["splits"].items() for k in ("F1", "EM")}
-                   | {"best_epoch": metrics["best_epoch"]})
-    logger.artifact("predictions", "predictions", pred_files)
-    log.info("wrote %s", run_dir / "metrics.json")
+    write_outputs(run_dir, run_state.best_results, metrics, cfg, logger, splits)

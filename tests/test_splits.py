@@ -41,7 +41,8 @@ def test_built_split_is_written_and_scored(tmp_path):
 
 def test_error_rows_and_snippets():
     from mrc.data import Example
-    from mrc.pipeline import Split, error_rows, snippet
+    from mrc.pipeline import Split
+    from mrc.run_outputs import error_rows, snippet
 
     ctx = "甲乙丙丁戊己庚辛壬癸"
     assert snippet(ctx, "丙丁", width=2) == "甲乙【丙丁】戊己"
