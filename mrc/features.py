@@ -86,9 +86,11 @@ def build_windows(examples: list[Example], tokenizer, *, max_len: int, max_query
                         f"{type(tokenizer).__name__}")
     check_lengths(max_len, max_query_len, doc_stride)
     stats = FeatureStats(examples=len(examples))
-    q_ids = tokenizer([e.question for e in examples], add_special_tokens=False)["input_ids"]
+    # Whole questions and contexts, longer than the model's maximum on purpose (cut below): verbose=False
+    # keeps transformers from warning of "indexing errors" that windowing prevents.
+    q_ids = tokenizer([e.question for e in examples], add_special_tokens=False, verbose=False)["input_ids"]
     contexts = list(dict.fromkeys(e.context for e in examples))
-    enc = tokenizer(contexts, add_special_tokens=False, return_offsets_mapping=True)
+    enc = tokenizer(contexts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     ctx_tok = {c: (np.asarray(i, np.int64), np.asarray(o, np.int64).reshape(-1, 2))
                for c, i, o in zip(contexts, enc["input_ids"], enc["offset_mapping"])}
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id

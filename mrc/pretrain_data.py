@@ -70,7 +70,8 @@ def tokenize_lines(lines: list[str], tokenizer, segmenter=None, chunk: int = 204
     starts: list[np.ndarray] = []
     for lo in range(0, len(lines), chunk):
         batch = lines[lo:lo + chunk]
-        enc = tokenizer(batch, add_special_tokens=False, return_offsets_mapping=segmenter is not None)
+        enc = tokenizer(batch, add_special_tokens=False, return_offsets_mapping=segmenter is not None,
+                        verbose=False)  # long lines are fine: they are packed, not fed whole
         for j, toks in enumerate(enc["input_ids"]):
             ids.append(np.asarray(toks, dtype=np.int32))
             if segmenter is None:

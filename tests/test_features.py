@@ -126,6 +126,19 @@ def test_question_truncation(tokenizer):
     assert sep == 6 and stats.questions_truncated == 1
 
 
+def test_long_contexts_raise_no_indexing_warning(tokenizer, monkeypatch):
+    # transformers warns once per tokenizer that a sequence over model_max_length "will result in indexing
+    # errors"; contexts are windowed, so that warning would only alarm users.
+    key = "sequence-length-is-longer-than-the-specified-maximum"
+    monkeypatch.setattr(tokenizer, "model_max_length", 16)
+    monkeypatch.setattr(tokenizer, "deprecation_warnings", {})
+    ex = Example("a", "北京是哪国的首都" * 4, "北京是中国的首都。" * 10, ["中国"], [3])
+    windows, _ = build_windows([ex], tokenizer, max_len=32, max_query_len=8, doc_stride=4, training=False)
+    assert len(windows) > 1 and key not in tokenizer.deprecation_warnings
+    tokenizer(ex.context)  # the same call without verbose=False does record it: the check can fail
+    assert key in tokenizer.deprecation_warnings
+
+
 def test_geometry_errors():
     with pytest.raises(ValueError, match="doc_stride"):
         check_lengths(64, 16, 45)
