@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from .masking import IGNORE_INDEX, mask_generator
 from .pretrain_data import Corpora, masked_batch
-from .pretrain_model import mlm_head
+from .pretrain_model import masked_logits
 
 HELDOUT_SEED_OFFSET = 7919  # held-out masks come from their own fixed stream
 CONTEXT_MARGIN = 0.02  # [MASK] accuracy this close to the unigram guess: the context is hardly used yet
@@ -41,9 +41,8 @@ def heldout_accuracy(model, corpora: Corpora, tokenizer, replacements, cfg: Dict
     for ids, att, labels in heldout_batches(corpora, tokenizer, replacements, cfg):
         ids, att, labels = ids.to(device), att.to(device), labels.to(device)
         with autocast(cfg, device):
-            hidden = model.base_model(input_ids=ids, attention_mask=att).last_hidden_state  # (B, T, H)
-            where = labels != IGNORE_INDEX  # (B, T)
-            logits = mlm_head(model)(hidden[where]).float()  # (M, V)
+            logits, where = masked_logits(model, ids, att, labels)  # (M, V), (B, T)
+        logits = logits.float()
         target, filled = labels[where], ids[where] == tokenizer.mask_token_id  # (M,), (M,) input was [MASK]
         right = logits.argmax(-1) == target
         correct, total = correct + int(right.sum()), total + int(right.numel())

@@ -44,11 +44,16 @@ def mlm_head(model) -> torch.nn.Module:
     raise TypeError(f"{type(model).__name__}: no `cls` or `lm_head` prediction head")
 
 
-def mlm_forward(model, input_ids, attention_mask, labels) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(mean loss, correct predictions, masked tokens); logits only at masked positions."""
+def masked_logits(model, input_ids, attention_mask, labels) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (M, V) at the M positions selected for prediction, never B*T; their (B, T) mask)."""
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
     where = labels != IGNORE_INDEX  # (B, T)
-    logits = mlm_head(model)(hidden[where])  # (M, V): M masked tokens, never B*T
+    return mlm_head(model)(hidden[where]), where
+
+
+def mlm_forward(model, input_ids, attention_mask, labels) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(mean loss, correct predictions, masked tokens); logits only at masked positions."""
+    logits, where = masked_logits(model, input_ids, attention_mask, labels)  # (M, V)
     target = labels[where]  # (M,)
     loss = F.cross_entropy(logits.float(), target)
     return loss, (logits.argmax(-1) == target).sum(), int(target.numel())
