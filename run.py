@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point: run the pipeline in Hydra's output dir (the working dir is never changed)."""
-    from mrc.pipeline import run
+    from mrc.train.pipeline import run
 
     return run(cfg, HydraConfig.get().runtime.output_dir)
 

@@ -1,0 +1,18 @@
+"""mrc-zh: span-scoring machine reading comprehension for Chinese.
+
+The library, by concern (each subpackage's docstring says what it may import; ``tests/test_layout.py``
+checks it)::
+
+    data/        SQuAD-format reading and validation, download, subsets, windows (features), batching, demo data
+    robustness/  builders of robustness splits (over-sensitivity, over-stability) and their CLI
+    model/       encoders, the span model (encoder + head), checkpoints
+    eval/        official metric, scoring windows and decoding spans, null thresholds, evaluate / predict
+    train/       the fine-tuning run: pipeline, training loop, resume, DDP, loggers, split registry, outputs
+    pretrain/    masked-LM pretraining, its corpus and held-out scores, vocabulary transplant
+    report/      ablation tables, plots and significance over run directories
+    bench/       training / evaluation speed against the HuggingFace peer
+
+The heads live beside it in the top-level ``heads`` package. The modules directly under ``mrc/``
+(``evaluate``, ``predict``, ``lexical``, ``transplant``) are the documented ``python -m mrc.X`` commands
+and only forward to the code in the subpackages.
+"""

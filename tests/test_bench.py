@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from mrc import bench, bench_peer
-from mrc.data import Example
-from mrc.demo_data import write_demo
-from mrc.encoder import tiny_bert
-from mrc.model import SpanModel
+from mrc.bench import ours as bench
+from mrc.bench import peer as bench_peer
+from mrc.data.squad import Example
+from mrc.data.demo import write_demo
+from mrc.model.encoder import tiny_bert
+from mrc.model.span_model import SpanModel
 from heads.softmax import SoftmaxHead
 
 

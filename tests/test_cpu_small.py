@@ -8,10 +8,10 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from mrc.lexical import best_window
-from mrc.pipeline import check_overlap, run
-from mrc.splits import materialise
-from mrc.subsets import hash_subset, in_eval_part
+from mrc.train.lexical import best_window
+from mrc.train.pipeline import check_overlap, run
+from mrc.train.splits import materialise
+from mrc.data.subsets import hash_subset, in_eval_part
 from tests.conftest import ROOT, SHARED_DATA
 from tests.test_e2e import DEMO, TINY, compose_cfg
 
@@ -46,8 +46,8 @@ def test_hash_subset_parts_are_disjoint_complete_and_order_free():
 def test_builder_chain_applies_in_order(tmp_path):
     (tmp_path / "src.json").write_text(json.dumps(_squad(30)), encoding="utf-8")
     spec = {"source": "src.json", "optional": False, "builder": [
-        {"_target_": "mrc.subsets.hash_subset", "_partial_": True, "part": "eval", "eval_share": 0.5, "salt": "x"},
-        {"_target_": "mrc.subsets.hash_subset", "_partial_": True, "part": "train", "eval_share": 0.5, "salt": "y"}]}
+        {"_target_": "mrc.data.subsets.hash_subset", "_partial_": True, "part": "eval", "eval_share": 0.5, "salt": "x"},
+        {"_target_": "mrc.data.subsets.hash_subset", "_partial_": True, "part": "train", "eval_share": 0.5, "salt": "y"}]}
     path, counts = materialise("chain", spec, tmp_path, tmp_path / "run")
     assert counts["step0"]["kept"] == counts["step1"]["total"]
     assert _ids(json.loads(path.read_text(encoding="utf-8"))) == {

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from mrc.data import DataError, load_squad, locate
+from mrc.data.squad import DataError, load_squad, locate
 
 
 def write(tmp_path, obj, name="d.json"):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from mrc.distributed import Dist, from_env, shard_batches
-from mrc.train import steps_per_epoch
+from mrc.train.distributed import Dist, from_env, shard_batches
+from mrc.train.loop import steps_per_epoch
 from tests.conftest import ROOT
 from tests.test_e2e import DEMO
 from tests.test_resume import with_overrides

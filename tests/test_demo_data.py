@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from mrc.data import load_squad
-from mrc.demo_data import (CHECKLIST_TYPES, HELDOUT_QUESTIONS, RELATIONS, WORK_RELATIONS, is_dev_name, main,
+from mrc.data.squad import load_squad
+from mrc.data.demo import (CHECKLIST_TYPES, HELDOUT_QUESTIONS, RELATIONS, WORK_RELATIONS, is_dev_name, main,
                             make_checklist, make_demo, make_generalization, question_entity, write_demo)
-from mrc.metric import load_references
+from mrc.eval.metric import load_references
 
 CJK = re.compile(r"^[\u4e00-\u9fff]+$")
 

@@ -1,4 +1,4 @@
-"""Tests for mrc.download, served from a local 127.0.0.1 HTTP server only."""
+"""Tests for mrc.data.download, served from a local 127.0.0.1 HTTP server only."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mrc.download import (
+from mrc.data.download import (
     DownloadError,
     download_file,
     ensure_dureader_robust,

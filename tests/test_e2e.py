@@ -7,7 +7,7 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from mrc.pipeline import run
+from mrc.train.pipeline import run
 from tests.conftest import ROOT, SHARED_DATA
 
 TINY = ["encoder.layers=1", "encoder.hidden_size=32", "encoder.intermediate_size=64", "encoder.heads=2",

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from mrc.encoder import build_vocab, pretrained, sinusoidal_positions, tiny_bert
+from mrc.model.encoder import build_vocab, pretrained, sinusoidal_positions, tiny_bert
 from tests.conftest import FIXTURE_TEXTS
 
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mrc.data import Example
-from mrc.features import build_windows, check_lengths, token_span, window_starts
+from mrc.data.squad import Example
+from mrc.data.features import build_windows, check_lengths, token_span, window_starts
 
 CJK = "北京上海中国人民大学的是在年月日发布价格公司作者红楼梦首都"
 PUNCT = "，。！？《》“”（）、：；"

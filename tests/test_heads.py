@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from heads.base import NEG, band_of, masked_pair_scores, span_band, top_spans, valid_spans
 from heads.globalpointer import EfficientGlobalPointer, GlobalPointer, log_normaliser, multilabel_ce, rotary
 from heads.softmax import SoftmaxHead
-from mrc.data import Example
-from mrc.features import Window
-from mrc.inference import postprocess
+from mrc.data.squad import Example
+from mrc.data.features import Window
+from mrc.eval.inference import postprocess
 
 MASK = torch.tensor([[True, False, False, True, True, True, False]])  # [CLS] q [SEP] c c c [SEP]
 

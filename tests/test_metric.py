@@ -1,4 +1,4 @@
-"""Tests for mrc.metric and the mrc.evaluate CLI, with hand-computed expectations."""
+"""Tests for mrc.eval.metric and the mrc.evaluate CLI, with hand-computed expectations."""
 import json
 import random
 import subprocess
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mrc.metric import (GoldQuestion, MetricInputError, em_score, evaluate, f1_score,
+from mrc.eval.metric import (GoldQuestion, MetricInputError, em_score, evaluate, f1_score,
                         load_references, longest_common_run, normalize, score_question, segment)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,7 +187,7 @@ def test_cli_errors_exit_2(tmp_path, case):
 
 
 def test_breakdown_by_type_and_answerability():
-    from mrc.metric import GoldQuestion, breakdown, evaluate
+    from mrc.eval.metric import GoldQuestion, breakdown, evaluate
 
     gold = [GoldQuestion("a", ("北京",), False, "vocab"), GoldQuestion("b", ("上海",), False, "vocab"),
             GoldQuestion("c", (), True, "typo"), GoldQuestion("d", (), True, "typo")]

@@ -1,6 +1,6 @@
 """Unanswerable questions: threshold application and tuning (each head's null slot: test_heads.py)."""
-from mrc.metric import GoldQuestion
-from mrc.nulls import apply_threshold, tune_threshold
+from mrc.eval.metric import GoldQuestion
+from mrc.eval.nulls import apply_threshold, tune_threshold
 
 NBEST = {
     "a": {"null_score": -5.0, "candidates": [{"text": "北京", "score": -1.0}]},   # diff -4

@@ -9,12 +9,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
-from mrc import pretrain_data as pd
-from mrc.eval_text import EvalTextFilter, drop_eval_text
-from mrc.encoder import _wordpiece_tokenizer, build_vocab, pretrained
-from mrc.masking import IGNORE_INDEX, ChineseWordSegmenter, mask_generator, mask_tokens, replacement_ids
-from mrc.pretrain import CONF_DIR, Progress, _fix_horizon, run_pretrain
-from mrc.pretrain_model import lr_factor
+from mrc.pretrain import corpus as pd
+from mrc.pretrain.eval_text import EvalTextFilter, drop_eval_text
+from mrc.model.encoder import _wordpiece_tokenizer, build_vocab, pretrained
+from mrc.pretrain.masking import IGNORE_INDEX, ChineseWordSegmenter, mask_generator, mask_tokens, replacement_ids
+from mrc.pretrain.train import CONF_DIR, Progress, _fix_horizon, run_pretrain
+from mrc.pretrain.model import lr_factor
 
 CORPUS = [
     "北京是中华人民共和国的首都，人口约2189万人。",
@@ -181,7 +181,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
 def test_sigterm_saves_the_state_and_the_rerun_resumes(tmp_path, monkeypatch):
     import signal
 
-    import mrc.pretrain as pt
+    import mrc.pretrain.train as pt
 
     step = pt.train_step
 
@@ -277,7 +277,7 @@ def test_continue_from_a_saved_encoder(tmp_path):
 
 
 def test_mrc_data_excludes_its_eval_splits_and_adds_its_training_contexts(tmp_path, monkeypatch):
-    from mrc import pretrain_squad
+    from mrc.pretrain import squad as pretrain_squad
 
     data, conf = tmp_path / "squad", tmp_path / "conf_data"
     data.mkdir(), conf.mkdir()
@@ -289,7 +289,7 @@ def test_mrc_data_excludes_its_eval_splits_and_adds_its_training_contexts(tmp_pa
     _squad(data / "dev.json")
     (conf / "toy.yaml").write_text(
         f"root: {data}\ntrain: [train.json]\neval:\n  in_domain:\n    source: dev.json\n    builder:\n"
-        "      - {_target_: mrc.subsets.hash_subset, _partial_: true, part: eval, eval_share: 1.0, salt: x}\n")
+        "      - {_target_: mrc.data.subsets.hash_subset, _partial_: true, part: eval, eval_share: 1.0, salt: x}\n")
     monkeypatch.setattr(pretrain_squad, "DATA_CONF", conf)
     cfg = _config(tmp_path, tmp_path / "run", "data.exclude_squad=[]", "data.mrc_data=toy", "data.train_contexts=true")
     (tmp_path / "run").mkdir()
@@ -317,7 +317,7 @@ def test_recipes_compose_with_their_output_dirs():
 def test_attention_dropout_applies_to_the_run_not_the_saved_encoder(tmp_path):
     from transformers import BertConfig, BertForMaskedLM
 
-    from mrc.pretrain_model import set_attention_dropout
+    from mrc.pretrain.model import set_attention_dropout
 
     model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                                        intermediate_size=32, attention_probs_dropout_prob=0.1))
@@ -335,6 +335,6 @@ def test_attention_dropout_applies_to_the_run_not_the_saved_encoder(tmp_path):
 def test_retain_freed_memory_sets_glibc_thresholds():
     import sys
 
-    from mrc.cpu_memory import retain_freed_memory
+    from mrc.train.cpu_memory import retain_freed_memory
 
     assert retain_freed_memory() is sys.platform.startswith("linux")

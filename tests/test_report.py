@@ -10,7 +10,10 @@ import pytest
 import yaml
 from scipy import stats
 
-from mrc import report, report_jobs, report_plots, report_stats
+from mrc.report import build as report
+from mrc.report import jobs as report_jobs
+from mrc.report import plots as report_plots
+from mrc.report import stats as report_stats
 
 HEADS = {"softmax": "heads.softmax.SoftmaxHead", "globalpointer": "heads.globalpointer.GlobalPointer"}
 SEEDS = (1, 2, 3)

@@ -13,14 +13,14 @@ import torch
 from omegaconf import OmegaConf
 
 from heads.softmax import SoftmaxHead
-from mrc.distributed import Dist
-from mrc.encoder import tiny_bert
-from mrc.features import Window
-from mrc.loggers import NullLogger
-from mrc.model import SpanModel
-from mrc.resume import (Resumer, RunProgress, atomic_save, find_state, load_state, remove_stale_temps, rng_state,
+from mrc.train.distributed import Dist
+from mrc.model.encoder import tiny_bert
+from mrc.data.features import Window
+from mrc.train.loggers import NullLogger
+from mrc.model.span_model import SpanModel
+from mrc.train.resume import (Resumer, RunProgress, atomic_save, find_state, load_state, remove_stale_temps, rng_state,
                         set_rng_state, state_path)
-from mrc.train import EpochProgress, build_optimizer, train_epoch
+from mrc.train.loop import EpochProgress, build_optimizer, train_epoch
 from tests.conftest import ROOT
 from tests.test_e2e import DEMO
 from tests.test_train import OPTIM

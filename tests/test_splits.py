@@ -4,7 +4,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from mrc.splits import input_paths, materialise, robustness_metrics, split_specs
+from mrc.train.splits import input_paths, materialise, robustness_metrics, split_specs
 
 BUILDER = {"_target_": "mrc.robustness.over_stability.build_over_stability", "_partial_": True, "seed": 0}
 
@@ -40,9 +40,9 @@ def test_built_split_is_written_and_scored(tmp_path):
 
 
 def test_error_rows_and_snippets():
-    from mrc.data import Example
-    from mrc.pipeline import Split
-    from mrc.run_outputs import error_rows, snippet
+    from mrc.data.squad import Example
+    from mrc.train.splits import Split
+    from mrc.train.outputs import error_rows, snippet
 
     ctx = "甲乙丙丁戊己庚辛壬癸"
     assert snippet(ctx, "丙丁", width=2) == "甲乙【丙丁】戊己"

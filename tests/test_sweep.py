@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from mrc.loggers import WandbLogger, job_info
+from mrc.train.loggers import WandbLogger, job_info
 from tests.conftest import ROOT
 
 TINY = ["encoder.layers=1", "encoder.hidden_size=32", "encoder.intermediate_size=64", "encoder.heads=2",
@@ -79,7 +79,7 @@ def test_wandb_logger_groups_by_experiment_and_tags(monkeypatch):
 
 def test_job_info_outside_hydra_derives_tags():
     cfg = OmegaConf.create({"head": {"_target_": "heads.globalpointer.GlobalPointer"},
-                            "encoder": {"_target_": "mrc.encoder.tiny_bert"}, "data": {"name": "demo", "doc_stride": 48},
+                            "encoder": {"_target_": "mrc.model.encoder.tiny_bert"}, "data": {"name": "demo", "doc_stride": 48},
                             "seed": 3})
     info = job_info(cfg)
     assert info["experiment"] is None and info["overrides"] == []

@@ -5,11 +5,11 @@ import torch
 from omegaconf import OmegaConf
 
 from heads.softmax import SoftmaxHead
-from mrc.batching import batches, collate
-from mrc.encoder import tiny_bert
-from mrc.features import Window
-from mrc.model import SpanModel
-from mrc.train import build_optimizer, epoch_windows, steps_per_epoch
+from mrc.data.batching import batches, collate
+from mrc.model.encoder import tiny_bert
+from mrc.data.features import Window
+from mrc.model.span_model import SpanModel
+from mrc.train.loop import build_optimizer, epoch_windows, steps_per_epoch
 
 OPTIM = OmegaConf.create({"encoder_lr": 1e-4, "head_lr": 1e-2, "weight_decay": 0.1, "warmup_ratio": 0.25,
                           "betas": [0.9, 0.999], "eps": 1e-8})
@@ -81,7 +81,7 @@ def test_collate_pads_and_masks():
 
 
 def test_eval_scalars_names():
-    from mrc.pipeline import eval_scalars
+    from mrc.train.pipeline import eval_scalars
 
     summary = {"F1": 50.0, "EM": 40.0, "by_type": {"vocab": {"F1": 1.0, "EM": 2.0, "TOTAL": 3}},
                "NoAns": {"F1": 3.0, "EM": 4.0, "TOTAL": 1}}
@@ -91,7 +91,7 @@ def test_eval_scalars_names():
 
 
 def test_fractional_epochs_train_a_share_of_the_last_epoch():
-    from mrc.train import epoch_fraction, limit_batches, n_epochs, total_steps
+    from mrc.train.loop import epoch_fraction, limit_batches, n_epochs, total_steps
 
     ws = [window(4, (1, 2))] * 64
     tr = OmegaConf.create({"null_window_keep": 1.0, "batch_size": 8, "grad_accum": 1, "epochs": 2.5})

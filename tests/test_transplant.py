@@ -13,9 +13,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mrc.encoder import local_build, pretrained
-from mrc.pretrain import run_pretrain
-from mrc.transplant import PACKAGE, find_source, main, plan_rows, source_config, transplant
+from mrc.model.encoder import local_build, pretrained
+from mrc.pretrain.train import run_pretrain
+from mrc.pretrain.transplant import PACKAGE, find_source, main, plan_rows, source_config, transplant
 
 from .conftest import ROOT
 from .test_pretrain import _config

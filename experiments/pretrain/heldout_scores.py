@@ -5,7 +5,7 @@ for a state in the middle of a run.
     python experiments/pretrain/heldout_scores.py outputs/tiny_zh recipe=tiny_zh
 
 Prints one JSON line: the state's optimizer step, ``acc`` / ``mask_acc`` / ``mask_loss``
-(:func:`mrc.pretrain_eval.heldout_accuracy`), the most-frequent-token baseline (:func:`mrc.pretrain_eval.unigram_baseline`),
+(:func:`mrc.pretrain.heldout.heldout_accuracy`), the most-frequent-token baseline (:func:`mrc.pretrain.heldout.unigram_baseline`),
 ``mask_top``: the three tokens predicted most often at [MASK] with their shares, and ``copy_acc``: how often an
 unselected token is predicted as itself (the identity the kept tenth of the selected tokens teaches).
 The overrides must be those of the run (they rebuild its held-out split; the tokenized corpus is read from
@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from mrc.masking import IGNORE_INDEX, replacement_ids
-from mrc.pretrain import CONF_DIR, CORPUS_CACHE, STATE
-from mrc.pretrain_eval import heldout_accuracy, heldout_batches, unigram_baseline
-from mrc.pretrain_model import build_model, mlm_head, set_attention_dropout
-from mrc.pretrain_data import prepare_corpora
+from mrc.pretrain.masking import IGNORE_INDEX, replacement_ids
+from mrc.pretrain.train import CONF_DIR, CORPUS_CACHE, STATE
+from mrc.pretrain.heldout import heldout_accuracy, heldout_batches, unigram_baseline
+from mrc.pretrain.model import build_model, mlm_head, set_attention_dropout
+from mrc.pretrain.corpus import prepare_corpora
 
 
 @torch.no_grad()

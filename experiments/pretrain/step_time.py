@@ -29,7 +29,7 @@ def mlm_step(args):
     from omegaconf import OmegaConf
     from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
 
-    from mrc.pretrain_model import build_optimizer, freeze_body, mlm_forward, set_attention_dropout
+    from mrc.pretrain.model import build_optimizer, freeze_body, mlm_forward, set_attention_dropout
 
     if args.init_from:
         model = AutoModelForMaskedLM.from_pretrained(args.init_from, local_files_only=True)
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--freeze-body", action="store_true", help="mlm: train word embeddings + MLM head only")
     parser.add_argument("--attention-dropout", type=float, default=None, help="mlm: run-only attention dropout")
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="the BERT's size (mlm: from scratch)")
-    parser.add_argument("--retain-memory", action="store_true", help="mrc.cpu_memory.retain_freed_memory()")
+    parser.add_argument("--retain-memory", action="store_true", help="mrc.train.cpu_memory.retain_freed_memory()")
     parser.add_argument("--batch", type=int, default=None, help="default: 64 (mlm), 32 (finetune)")
     parser.add_argument("--length", type=int, default=None, help="default: 256 (mlm), 222 (finetune)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -89,7 +89,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     retained = False
     if args.retain_memory:
-        from mrc.cpu_memory import retain_freed_memory
+        from mrc.train.cpu_memory import retain_freed_memory
         retained = retain_freed_memory()
     torch.manual_seed(0)
     step = (mlm_step if args.mode == "mlm" else finetune_step)(args)

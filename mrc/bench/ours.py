@@ -10,7 +10,7 @@ Both sides start from the same randomly initialised tiny BERT and see the same q
   ``BertForQuestionAnswering``) as its example runs by default, and with the settings that give it our
   speed-ups (dynamic padding, ``group_by_length``, our batch size);
 - evaluation examples/s end to end (tokenize, windows, forward, decode, answers): ours per head; the peer's
-  evaluation path (see mrc.bench_peer) at its defaults and tuned; and the bare encoder forward over our
+  evaluation path (see mrc.bench.peer) at its defaults and tuned; and the bare encoder forward over our
   windows, the floor;
 - decode time (span grid + top-k) as a share of forward time, per head;
 - peak RSS per phase and F1 of every side, including our softmax weights run through the peer's
@@ -37,18 +37,18 @@ from omegaconf import OmegaConf
 
 from heads.base import top_spans
 
-from . import bench_peer
-from .batching import batches, collate
-from .data import load_squad
-from .encoder import tiny_bert
-from .features import build_windows
-from .inference import postprocess, score_windows
-from .loggers import NullLogger
-from .metric import evaluate, load_references
-from .model import SpanModel
-from .train import build_optimizer, steps_per_epoch, train_epoch
+from mrc.bench import peer as bench_peer
+from mrc.data.batching import batches, collate
+from mrc.data.squad import load_squad
+from mrc.model.encoder import tiny_bert
+from mrc.data.features import build_windows
+from mrc.eval.inference import postprocess, score_windows
+from mrc.train.loggers import NullLogger
+from mrc.eval.metric import evaluate, load_references
+from mrc.model.span_model import SpanModel
+from mrc.train.loop import build_optimizer, steps_per_epoch, train_epoch
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 HEADS = ("softmax", "globalpointer", "efficient_globalpointer")
 
 
@@ -265,7 +265,7 @@ def table(result: dict) -> str:
 
 
 def parse_args(argv=None):
-    root = Path(__file__).resolve().parents[2] / "shared"
+    root = Path(__file__).resolve().parents[3] / "shared"
     ap = argparse.ArgumentParser(description="Benchmark our training/evaluation against the HuggingFace peer.")
     ap.add_argument("--data", default=str(root / "data" / "dureader_robust" / "dev.json"))
     ap.add_argument("--vocab", default=str(root / "vocab" / "bert-base-chinese" / "vocab.txt"))
@@ -334,7 +334,3 @@ def main(argv=None) -> int:
     print(table(result))
     print(f"wrote {args.out}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -19,7 +19,7 @@ import torch
 from transformers import (BertConfig, BertForQuestionAnswering, DataCollatorWithPadding, Trainer, TrainingArguments,
                           default_data_collator)
 
-from .data import Example
+from mrc.data.squad import Example
 
 
 def has_qa_pipeline() -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .features import Window
+from mrc.data.features import Window
 
 
 def collate(windows: list[Window], pad_id: int) -> dict[str, torch.Tensor]:

@@ -29,7 +29,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .demo_relations import (BRAND, CONNECTIVES, FILLERS, GIVEN, HELDOUT_QUESTIONS, KIND_TITLES, PLACE, RELATIONS,
+from mrc.data.demo_relations import (BRAND, CONNECTIVES, FILLERS, GIVEN, HELDOUT_QUESTIONS, KIND_TITLES, PLACE, RELATIONS,
                              SURNAMES, WORK_RELATIONS, WORK_TAILS, Relation, _pick)
 
 VERSION = "demo-2"
@@ -281,7 +281,7 @@ def write_demo(root, needed=None, *, n_train: int = 3000, n_dev: int = 400, seed
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: python -m mrc.demo_data OUT_DIR [--n-train N] [--n-dev N] [--seed S] [--null-rate R] ..."""
+    """CLI: python -m mrc.data.demo OUT_DIR [--n-train N] [--n-dev N] [--seed S] [--null-rate R] ..."""
     ap = argparse.ArgumentParser(description="Write the synthetic Chinese demo MRC data set (SQuAD format).")
     ap.add_argument("out_dir")
     ap.add_argument("--n-train", type=int, default=3000)
@@ -298,4 +298,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

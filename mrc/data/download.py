@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-logger = logging.getLogger("mrc.download")
+logger = logging.getLogger("mrc.data.download")
 
 DUREADER_ROBUST_URL = "https://dataset-bj.cdn.bcebos.com/qianyan/dureader_robust-data.tar.gz"
 DUREADER_ROBUST_FILES = ("train.json", "dev.json", "test.json")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import Example
+from mrc.data.squad import Example
 
 log = logging.getLogger(__name__)
 

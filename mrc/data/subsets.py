@@ -1,7 +1,7 @@
 """Stable subsets of a SQuAD file by a hash of the question id, for train/eval splits of one file.
 
     {source: dureader_robust/dev.json,
-     builder: {_target_: mrc.subsets.hash_subset, _partial_: true, part: train, eval_share: 0.5, salt: cpu_small}}
+     builder: {_target_: mrc.data.subsets.hash_subset, _partial_: true, part: train, eval_share: 0.5, salt: cpu_small}}
 
 A question belongs to the ``eval`` part when ``sha1(salt + id)`` falls in the first ``eval_share`` of
 the hash range, else to ``train``: the assignment depends only on the id and the salt, never on the

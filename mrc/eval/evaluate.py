@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from mrc.metric import MetricInputError, evaluate, load_predictions, load_references
+from mrc.eval.metric import MetricInputError, evaluate, load_predictions, load_references
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +34,3 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     print(json.dumps(summary))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,9 +9,9 @@ from tqdm.auto import tqdm
 
 from heads.base import NEG, top_spans
 
-from .batching import batches, collate
-from .data import Example
-from .features import Window
+from mrc.data.batching import batches, collate
+from mrc.data.squad import Example
+from mrc.data.features import Window
 
 
 @torch.inference_mode()

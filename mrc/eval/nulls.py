@@ -1,10 +1,10 @@
 """Unanswerable questions: apply a null threshold to n-best output, or tune it on a split.
 
-A question is answered "" when ``null_score - best_span_score > threshold`` (see mrc.inference).
+A question is answered "" when ``null_score - best_span_score > threshold`` (see mrc.eval.inference).
 """
 from __future__ import annotations
 
-from .metric import GoldQuestion, score_question
+from mrc.eval.metric import GoldQuestion, score_question
 
 
 def apply_threshold(nbest: dict, threshold: float | None) -> dict[str, str]:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
-from .data import DataError, Example, load_squad
-from .features import build_windows
-from .inference import postprocess, score_windows
+from mrc.model import checkpoint
+from mrc.data.squad import DataError, Example, load_squad
+from mrc.data.features import build_windows
+from mrc.eval.inference import postprocess, score_windows
 
 
 def predict(model, tokenizer, cfg, examples: list[Example], *, batch_size: int = 64, device: str = "cpu",
@@ -73,7 +73,3 @@ def main(argv: list[str] | None = None) -> int:
         args.nbest.write_text(json.dumps(nbest, ensure_ascii=False, indent=1), encoding="utf-8")
     print(f"wrote {len(preds)} predictions to {args.output}", file=sys.stderr)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

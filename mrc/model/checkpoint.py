@@ -12,8 +12,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
-from .encoder import from_checkpoint
-from .model import SpanModel
+from mrc.model.encoder import from_checkpoint
+from mrc.model.span_model import SpanModel
 
 
 def save(path: str | Path, model: SpanModel, tokenizer, cfg: DictConfig, null_threshold="config") -> Path:

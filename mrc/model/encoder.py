@@ -145,7 +145,7 @@ def sinusoidal_positions(n: int, dim: int):
 
 
 def from_checkpoint(path: str | Path) -> Encoder:
-    """Encoder and tokenizer saved by :func:`mrc.checkpoint.save` (no network)."""
+    """Encoder and tokenizer saved by :func:`mrc.model.checkpoint.save` (no network)."""
     path = Path(path)
     try:  # saved without a pooler; don't build one just to drop it
         model = AutoModel.from_pretrained(path / "encoder", local_files_only=True, add_pooling_layer=False)

@@ -1,6 +1,6 @@
 """Pretraining text: corpus files, removal of evaluation text, a held-out slice, tokenization and packing.
 
-Lines that overlap the evaluation files are dropped first (:mod:`mrc.eval_text`: the rules).
+Lines that overlap the evaluation files are dropped first (:mod:`mrc.pretrain.eval_text`: the rules).
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from .eval_text import EvalTextFilter, drop_eval_text
-from .masking import ChineseWordSegmenter, mask_tokens
-from .pretrain_squad import mrc_files, squad_contexts
+from mrc.pretrain.eval_text import EvalTextFilter, drop_eval_text
+from mrc.pretrain.masking import ChineseWordSegmenter, mask_tokens
+from mrc.pretrain.squad import mrc_files, squad_contexts
 
 log = logging.getLogger(__name__)
 

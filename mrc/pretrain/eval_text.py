@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .data import load_squad
+from mrc.data.squad import load_squad
 
 log = logging.getLogger(__name__)
 QUESTION_END = "？?。.!！ "

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from .masking import IGNORE_INDEX, mask_generator
-from .pretrain_data import Corpora, masked_batch
-from .pretrain_model import masked_logits
+from mrc.pretrain.masking import IGNORE_INDEX, mask_generator
+from mrc.pretrain.corpus import Corpora, masked_batch
+from mrc.pretrain.model import masked_logits
 
 HELDOUT_SEED_OFFSET = 7919  # held-out masks come from their own fixed stream
 CONTEXT_MARGIN = 0.02  # [MASK] accuracy this close to the unigram guess: the context is hardly used yet

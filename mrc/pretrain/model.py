@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from .masking import IGNORE_INDEX
+from mrc.pretrain.masking import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")
@@ -19,7 +19,7 @@ def build_model(m: DictConfig):
     """(masked-LM model, fast tokenizer): from ``m.init_from`` or a fresh BERT sized by ``m``."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
 
-    from .encoder import _wordpiece_tokenizer
+    from mrc.model.encoder import _wordpiece_tokenizer
 
     if m.init_from:
         kw = dict(local_files_only=bool(m.local_files_only))

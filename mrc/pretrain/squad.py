@@ -16,12 +16,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .data import load_squad
-from .download import resolve_data_root
-from .splits import materialise, split_specs
+from mrc.data.squad import load_squad
+from mrc.data.download import resolve_data_root
+from mrc.train.splits import materialise, split_specs
 
 log = logging.getLogger(__name__)
-DATA_CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
+DATA_CONF = Path(__file__).resolve().parents[2] / "conf" / "data"
 
 
 def data_config(name: str) -> DictConfig:

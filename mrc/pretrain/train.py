@@ -2,7 +2,7 @@
 
 From scratch (a BERT of any size with a WordPiece ``vocab_file``) or continued from any HF masked-LM
 checkpoint (``model.init_from``). Corpus lines that overlap the evaluation files are dropped first
-(:mod:`mrc.eval_text`); masks are dynamic, optionally whole-word (:mod:`mrc.masking`). The
+(:mod:`mrc.pretrain.eval_text`); masks are dynamic, optionally whole-word (:mod:`mrc.pretrain.masking`). The
 vocabulary projection runs only on the hidden states of masked positions. Writes ``<run dir>/encoder``
 (HF format: ``config.json``, ``model.safetensors`` of the BertModel, tokenizer files), which
 ``python run.py encoder=roberta_wwm encoder.name_or_path=<run dir>/encoder`` fine-tunes, and
@@ -22,17 +22,17 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import pretrain_data as pd
-from .cpu_memory import retain_freed_memory
-from .masking import mask_generator, replacement_ids
-from .pretrain_data import Corpora, masked_batch, prepare_corpora
-from .pretrain_eval import CONTEXT_MARGIN, autocast, heldout_accuracy, unigram_baseline
-from .pretrain_model import (build_model, build_optimizer, freeze_body, lr_factor, mlm_forward, set_attention_dropout,
+from mrc.pretrain import corpus as pd
+from mrc.train.cpu_memory import retain_freed_memory
+from mrc.pretrain.masking import mask_generator, replacement_ids
+from mrc.pretrain.corpus import Corpora, masked_batch, prepare_corpora
+from mrc.pretrain.heldout import CONTEXT_MARGIN, autocast, heldout_accuracy, unigram_baseline
+from mrc.pretrain.model import (build_model, build_optimizer, freeze_body, lr_factor, mlm_forward, set_attention_dropout,
                              warmup_steps)
-from .resume import atomic_save, load_state, remove_stale_temps, resume_mode, rng_state, set_rng_state
+from mrc.train.resume import atomic_save, load_state, remove_stale_temps, resume_mode, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "pretrain"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "pretrain"
 STATE = Path("resume") / "pretrain_state.pt"
 CORPUS_CACHE = Path("resume") / "corpus.npz"  # tokenized corpus, reused when resuming
 VERSION = 1
@@ -310,7 +310,7 @@ def _finish(model, tokenizer, corpora, replacements, cfg, p: Progress, device, o
     return summary
 
 
-def _main() -> None:
+def main() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
@@ -319,7 +319,3 @@ def _main() -> None:
         run_pretrain(cfg, cfg.paths.output_dir or HydraConfig.get().runtime.output_dir)
 
     main()
-
-
-if __name__ == "__main__":
-    _main()

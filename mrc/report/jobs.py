@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from mrc import report_stats
+from mrc.report import stats as report_stats
 
 IGNORED_KEYS = frozenset({"seed", "logger", "trainer.progress"})
 IGNORED_PREFIXES = ("hydra.", "hydra/", "paths.")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from mrc.report_jobs import Configs, Configuration, Keys, as_number, mapping, natural_key, robustness_drop, speed_stats, \
+from mrc.report.jobs import Configs, Configuration, Keys, as_number, mapping, natural_key, robustness_drop, speed_stats, \
     split_stats
 
 DPI = 100

@@ -1,5 +1,5 @@
 """Pairwise significance for ``mrc.report``: per-question F1 averaged over seeds, which pairs to compare
-(every pair, against a baseline, or across one override), the tests (:mod:`mrc.report_stats`) and Holm
+(every pair, against a baseline, or across one override), the tests (:mod:`mrc.report.stats`) and Holm
 adjustment over all of them."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-from mrc import report_stats
-from mrc.report_jobs import Configuration, Job, ReportError, identity_label
-from mrc.report_stats import Comparison
+from mrc.report import stats as report_stats
+from mrc.report.jobs import Configuration, Job, ReportError, identity_label
+from mrc.report.stats import Comparison
 
 
 @dataclass

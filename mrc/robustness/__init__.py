@@ -1,1 +1,5 @@
-"""Robustness splits built from a source split (over-sensitivity, over-stability)."""
+"""Robustness splits built from a source split: over-sensitivity (question rewrites) and over-stability
+(distractor sentences), plus ``python -m mrc.robustness build``.
+
+May import ``mrc.data`` only.
+"""

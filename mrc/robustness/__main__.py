@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..data import DataError, read_json
+from mrc.data.squad import DataError, read_json
 
 
 def builders() -> dict:

@@ -21,8 +21,9 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from .metric import normalize
+from mrc.eval.metric import normalize
 
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the same config tree as run.py
 log = logging.getLogger(__name__)
 # characters every question has and answers rarely share: question words, particles, punctuation
 QUESTION_CHARS = set("的是了吗呢吧啊什么哪几多少谁怎样为何时候个一有在")
@@ -48,8 +49,8 @@ def predict(examples, width: int = DEFAULT_WIDTH) -> dict[str, str]:
 
 def run(cfg: DictConfig, run_dir: Path) -> float:
     """Evaluate the lexical baseline on every split of ``cfg.data``; returns in-domain F1."""
-    from .pipeline import load_data, score
-    from .run_outputs import write_json
+    from mrc.train.pipeline import load_data, score
+    from mrc.train.outputs import write_json
 
     width = int(cfg.lexical.width)
     _, _, _, splits = load_data(cfg, run_dir)
@@ -76,14 +77,10 @@ def _mark_as_head(run_dir: Path) -> None:
         overrides.write_text(yaml.safe_dump(items + ["head=lexical"], allow_unicode=True), encoding="utf-8")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point (same config tree as run.py)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     _mark_as_head(run_dir)
     return run(cfg, run_dir)
-
-
-if __name__ == "__main__":
-    main()

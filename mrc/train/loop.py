@@ -14,10 +14,10 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from . import distributed
-from .batching import batches, collate
-from .distributed import Dist
-from .features import Window
+from mrc.train import distributed
+from mrc.data.batching import batches, collate
+from mrc.train.distributed import Dist
+from mrc.data.features import Window
 
 log = logging.getLogger(__name__)
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
@@ -127,7 +127,7 @@ def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer
                 ) -> tuple[dict, int]:
     """One pass over ``windows``; returns (epoch stats, global optimizer step).
 
-    ``net``: the module called as ``net(batch) -> loss`` (:func:`mrc.distributed.wrap`; default
+    ``net``: the module called as ``net(batch) -> loss`` (:func:`mrc.train.distributed.wrap`; default
     ``model.loss``). Under DDP (``dist``) this rank trains on its shard of the epoch's batch order;
     the returned loss and ``windows`` are global (every window of the epoch's sample counted once,
     padding repeats excluded). ``start`` resumes the epoch after ``start.batch`` batches (always an

@@ -4,10 +4,8 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .pipeline import Split
+from mrc.train.splits import Split
 
 log = logging.getLogger(__name__)
 

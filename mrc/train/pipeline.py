@@ -6,7 +6,6 @@ import logging
 import random
 import resource
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,36 +13,24 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, distributed
-from .data import Example, load_squad
-from .download import resolve_data_root
-from .distributed import Dist
-from .features import Window, build_windows
-from .inference import postprocess, score_windows
-from .loggers import NullLogger, job_info
-from .metric import GoldQuestion, breakdown, evaluate, load_references
-from .nulls import apply_threshold, tune_threshold
-from .splits import input_paths, materialise, robustness_metrics, split_specs
-from .model import SpanModel
-from .cpu_memory import retain_freed_memory
-from .resume import Resumer, RunProgress
-from .run_outputs import write_outputs
-from .train import build_optimizer, n_epochs, total_steps, train_epoch
+from mrc.model import checkpoint
+from mrc.train import distributed
+from mrc.data.squad import Example, load_squad
+from mrc.data.download import resolve_data_root
+from mrc.train.distributed import Dist
+from mrc.data.features import Window, build_windows
+from mrc.eval.inference import postprocess, score_windows
+from mrc.train.loggers import NullLogger, job_info
+from mrc.eval.metric import GoldQuestion, breakdown, evaluate, load_references
+from mrc.eval.nulls import apply_threshold, tune_threshold
+from mrc.train.splits import Split, input_paths, materialise, robustness_metrics, split_specs
+from mrc.model.span_model import SpanModel
+from mrc.train.cpu_memory import retain_freed_memory
+from mrc.train.resume import Resumer, RunProgress
+from mrc.train.outputs import write_outputs
+from mrc.train.loop import build_optimizer, n_epochs, total_steps, train_epoch
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Split:
-    """An evaluation split: its examples, windows and the official gold answers."""
-
-    name: str
-    path: Path
-    examples: list[Example]
-    gold: list[GoldQuestion]
-    stats: dict
-    spec: dict = field(default_factory=dict)
-    windows: list[Window] = field(default_factory=list)
 
 
 def seed_everything(seed: int) -> None:

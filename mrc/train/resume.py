@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import distributed
-from .distributed import Dist
-from .train import EpochProgress, n_epochs
+from mrc.train import distributed
+from mrc.train.distributed import Dist
+from mrc.train.loop import EpochProgress, n_epochs
 
 log = logging.getLogger(__name__)
 STATE = Path("resume") / "state.pt"
@@ -256,7 +256,7 @@ class Resumer:
                  progress.batch, run.step, self.path)
 
     def step_saver(self, run: RunProgress, epoch: int) -> Callable[[int, EpochProgress], None] | None:
-        """The mid-epoch callback for :func:`mrc.train.train_epoch` (None when states are off)."""
+        """The mid-epoch callback for :func:`mrc.train.loop.train_epoch` (None when states are off)."""
         if not self.enabled:
             return None
 

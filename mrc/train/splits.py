@@ -19,15 +19,31 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from .data import read_json
-from .robustness.over_stability import distractor_capture
+from mrc.data.features import Window
+from mrc.data.squad import Example, read_json
+from mrc.eval.metric import GoldQuestion
+from mrc.robustness.over_stability import distractor_capture
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    """An evaluation split: its examples, windows and the official gold answers."""
+
+    name: str
+    path: Path
+    examples: list[Example]
+    gold: list[GoldQuestion]
+    stats: dict
+    spec: dict = field(default_factory=dict)
+    windows: list[Window] = field(default_factory=list)
 
 
 def split_specs(eval_cfg) -> dict[str, dict]:
@@ -75,7 +91,7 @@ def robustness_metrics(name: str, spec: dict, path: Path, predictions: dict[str,
     out = {}
     other = spec.get("consistency_with")
     if other:
-        from .robustness.over_sensitivity import consistency
+        from mrc.robustness.over_sensitivity import consistency
 
         if other not in predictions:
             raise ValueError(f"data.eval.{name}.consistency_with={other!r} is not an evaluated split")
