@@ -42,3 +42,17 @@ class SpanModel(nn.Module):
     def span_state(self) -> dict[str, torch.Tensor]:
         """Parameters outside the encoder (head, match embedding), for checkpoints."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
+
+
+def max_positions(config) -> int | None:
+    """Longest input (tokens, special tokens included) the encoder's position table allows; None if unbounded.
+
+    RoBERTa-style encoders (``model_type`` roberta, xlm-roberta, camembert) start positions at
+    ``padding_idx + 1``, so two rows of their table are never used by real tokens.
+    """
+    n = getattr(config, "max_position_embeddings", None)
+    if not isinstance(n, int) or getattr(config, "position_embedding_type", "absolute") != "absolute":
+        return None
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        return n - (getattr(config, "pad_token_id", 1) or 1) - 1
+    return n
