@@ -9,10 +9,17 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point: run the pipeline in Hydra's output dir (the working dir is never changed)."""
-    from mrc.train.pipeline import run
+    """Hydra entry point: run the pipeline in Hydra's output dir (the working dir is never changed).
 
-    return run(cfg, HydraConfig.get().runtime.output_dir)
+    A user mistake (missing file, bad option, refused resume, ...) prints one ``error:`` line and exits
+    with status 2; ``MRC_DEBUG=1`` or ``hydra.verbose=true`` shows the traceback (mrc/train/errors.py)."""
+    from mrc.train.errors import exit_on_user_error
+    from mrc.train.pipeline import run
+    from mrc.train.record import hydra_record
+
+    hc = HydraConfig.get()
+    return exit_on_user_error(lambda: run(cfg, hc.runtime.output_dir, record=hydra_record(cfg)),
+                              debug=bool(hc.verbose))
 
 
 if __name__ == "__main__":

@@ -94,6 +94,9 @@ def _md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
+FAKE_MD5 = {name: _md5(data) for name, data in FAKE.items()}
+
+
 # ---------------------------------------------------------------- resolve_data_root
 
 def test_resolve_data_root_precedence(tmp_path, monkeypatch):
@@ -224,8 +227,7 @@ def _serve_archive(server) -> str:
 def test_ensure_end_to_end_and_cache(server, tmp_path):
     url = _serve_archive(server)
     root = tmp_path / "data"
-    written = ensure_dureader_robust(root, NEEDED, url=url, progress=False,
-                                     checksums={"train.json": _md5(FAKE["train.json"])})
+    written = ensure_dureader_robust(root, NEEDED, url=url, progress=False, checksums=FAKE_MD5)
     assert sorted(written) == ["dureader_robust/dev.json", "dureader_robust/test.json",
                                "dureader_robust/train.json"]
     for name, data in FAKE.items():
@@ -239,7 +241,7 @@ def test_ensure_end_to_end_and_cache(server, tmp_path):
     assert ensure_dureader_robust(root, NEEDED, url=url, progress=False, checksums={}) == []
     # A file went missing: restored from the cached archive without downloading again.
     (root / "dureader_robust" / "dev.json").unlink()
-    again = ensure_dureader_robust(root, NEEDED, url=url, progress=False, checksums={})
+    again = ensure_dureader_robust(root, NEEDED, url=url, progress=False, checksums=FAKE_MD5)
     assert again == ["dureader_robust/dev.json"]
     assert (root / "dureader_robust" / "dev.json").read_bytes() == FAKE["dev.json"]
     assert len(server.requests) == 1
@@ -250,7 +252,7 @@ def test_ensure_does_not_overwrite_existing(server, tmp_path):
     root = tmp_path / "data"
     (root / "dureader_robust").mkdir(parents=True)
     (root / "dureader_robust" / "dev.json").write_text("mine")
-    written = ensure_dureader_robust(root, NEEDED, url=url, progress=False, checksums={})
+    written = ensure_dureader_robust(root, NEEDED, url=url, progress=False, checksums=FAKE_MD5)
     assert "dureader_robust/dev.json" not in written
     assert "dureader_robust/train.json" in written
     assert (root / "dureader_robust" / "dev.json").read_text() == "mine"
@@ -285,6 +287,29 @@ def test_ensure_default_checksum_rejects_fake_train(server, tmp_path):
     with pytest.raises(DownloadError, match="800a3dcb742f9fdf9b11e0a83433d4be"):
         ensure_dureader_robust(tmp_path / "data", ["dureader_robust/train.json"],
                                url=url, progress=False)
+
+
+def test_every_installed_file_is_checked(server, tmp_path):
+    """A tampered archive that carries only dev.json is refused by dev.json's published md5 (issue 16.6),
+    and a file with no known digest is never installed unchecked."""
+    with tarfile.open(server.directory / "dev-only.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("dureader_robust-data/dev.json")
+        info.size = len(FAKE["dev.json"])
+        tar.addfile(info, io.BytesIO(FAKE["dev.json"]))
+    root = tmp_path / "data"
+    with pytest.raises(DownloadError, match="md5 mismatch for dev.json.*ae73cec081eaa28a735204c4898a2222"):
+        ensure_dureader_robust(root, ["dureader_robust/dev.json"], url=server.url("dev-only.tar.gz"), progress=False)
+    assert not (root / "dureader_robust" / "dev.json").exists()
+    with pytest.raises(DownloadError, match="dev.json in .* has no known md5 .* refusing to install it unchecked"):
+        ensure_dureader_robust(tmp_path / "d2", ["dureader_robust/dev.json"], url=server.url("dev-only.tar.gz"),
+                               checksums={}, progress=False)
+    assert not (tmp_path / "d2" / "dureader_robust").exists()
+
+
+def test_unreachable_download_names_data_root_and_env(tmp_path):
+    with pytest.raises(DownloadError, match=r"data\.root=DIR \(or \$MRC_DATA\)"):
+        ensure_dureader_robust(tmp_path / "data", ["dureader_robust/dev.json"], url="http://127.0.0.1:9/x.tar.gz",
+                               progress=False)
 
 
 def test_ensure_archive_sha256_redownloads_bad_cache(server, tmp_path):

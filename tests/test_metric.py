@@ -131,7 +131,7 @@ def test_load_several_articles_and_paragraphs(tmp_path):
     assert [q.id for q in gold] == ["a", "b", "c", "d"]
     assert gold[0].is_impossible and gold[0].answers == ()
     assert gold[2].is_impossible  # all answers empty
-    assert gold[3].answers == ("y",) and not gold[3].is_impossible
+    assert gold[3].answers == ("y", "") and not gold[3].is_impossible  # the official script keeps an empty gold
 
 
 def test_evaluate_skip_total_and_ignores_extra_ids():

@@ -20,7 +20,7 @@ def test_entry_forms_and_validation():
 
 def test_missing_files(tmp_path):
     assert materialise("b", {"path": "nope.json", "optional": True}, tmp_path, tmp_path) == (None, None)
-    with pytest.raises(FileNotFoundError, match="data split a: .*nope.json"):
+    with pytest.raises(FileNotFoundError, match=r"data\.eval\.a: .*nope.json not found; point data\.root=DIR"):
         materialise("a", {"path": "nope.json", "optional": False}, tmp_path, tmp_path)
 
 

@@ -78,6 +78,23 @@ def token_span(offsets: np.ndarray, char_start: int, char_end: int) -> tuple[int
     return int(ends_after[0]), int(starts_before[-1])
 
 
+def clean_offsets(context: str, offsets: np.ndarray) -> np.ndarray:
+    """Character offsets that cover only what a token stands for (in place; returned).
+
+    SentencePiece tokenizers (XLM-R, e5) attach the word-boundary marker ``▁`` to a token, so its offsets
+    may start on the space before the word (trimmed here), and a marker inserted before the text overlaps
+    the next token (made zero-width here). Zero-width tokens stay in the window but never enter the
+    ``span_mask``. WordPiece offsets pass unchanged."""
+    for k in range(len(offsets)):
+        a, b = offsets[k]
+        while a < b and context[a].isspace():
+            a += 1
+        if k + 1 < len(offsets) and offsets[k + 1, 0] < b:  # overlaps its successor: an inserted marker
+            a = b = min(a, offsets[k + 1, 0])
+        offsets[k] = a, b
+    return offsets
+
+
 def build_windows(examples: list[Example], tokenizer, *, max_len: int, max_query_len: int,
                   doc_stride: int, training: bool) -> tuple[list[Window], FeatureStats]:
     """Tokenize each question and each distinct context once, then cut contexts into windows."""
@@ -86,12 +103,14 @@ def build_windows(examples: list[Example], tokenizer, *, max_len: int, max_query
                         f"{type(tokenizer).__name__}")
     check_lengths(max_len, max_query_len, doc_stride)
     stats = FeatureStats(examples=len(examples))
+    if not examples:
+        return [], stats
     # Whole questions and contexts, longer than the model's maximum on purpose (cut below): verbose=False
     # keeps transformers from warning of "indexing errors" that windowing prevents.
     q_ids = tokenizer([e.question for e in examples], add_special_tokens=False, verbose=False)["input_ids"]
     contexts = list(dict.fromkeys(e.context for e in examples))
     enc = tokenizer(contexts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-    ctx_tok = {c: (np.asarray(i, np.int64), np.asarray(o, np.int64).reshape(-1, 2))
+    ctx_tok = {c: (np.asarray(i, np.int64), clean_offsets(c, np.asarray(o, np.int64).reshape(-1, 2)))
                for c, i, o in zip(contexts, enc["input_ids"], enc["offset_mapping"])}
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     windows: list[Window] = []
@@ -130,7 +149,7 @@ def _make_window(idx, head, ctx_ids, ctx_offs, sep, w0, w1, gold_tok) -> Window:
     token_type_ids[n_head:] = 1
     span_mask = np.zeros(length, bool)
     span_mask[0] = True
-    span_mask[n_head:n_head + n_ctx] = True
+    span_mask[n_head:n_head + n_ctx] = ctx_offs[:, 1] > ctx_offs[:, 0]  # zero-width markers are never chosen
     offsets = np.full((length, 2), -1, np.int64)
     offsets[n_head:n_head + n_ctx] = ctx_offs
     labels = [(ts - w0 + n_head, te - w0 + n_head) for ts, te in gold_tok if ts >= w0 and te < w1]

@@ -4,6 +4,7 @@ Character spans everywhere in this project are half-open: ``[answer_start, answe
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections import Counter
@@ -14,7 +15,10 @@ log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
-    """A data file that cannot be used at all (missing, malformed JSON, wrong structure)."""
+    """A data file that cannot be used at all (missing, malformed JSON, wrong structure); the message
+    names the file (and the record) and what to do."""
+
+    user_facing = True
 
 
 @dataclass
@@ -34,7 +38,9 @@ class Example:
 
 @dataclass
 class LoadStats:
-    """What happened to the records of one file: kept, re-located, and skipped by reason."""
+    """What happened to the question records of one file: kept, answers re-located, skipped by reason.
+
+    ``records`` and ``kept`` count questions; ``relocated`` counts answers (a question may have several)."""
 
     path: str
     records: int = 0
@@ -45,22 +51,27 @@ class LoadStats:
     def as_dict(self) -> dict:
         """Plain-dict form for ``metrics.json``."""
         return {"path": self.path, "records": self.records, "kept": self.kept,
-                "relocated": self.relocated, "skipped": dict(self.skipped),
+                "answers_relocated": self.relocated, "skipped": dict(self.skipped),
                 "skipped_total": sum(self.skipped.values())}
 
 
 def read_json(path: str | Path) -> dict:
-    """Read a JSON file or raise one DataError naming it."""
+    """Read a JSON file or raise one DataError naming it.
+
+    The one rule for every file the project reads (training and evaluation data, references,
+    predictions, sources of built splits): UTF-8 JSON, with or without a leading byte-order mark."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        with path.open(encoding="utf-8") as f:
+        with path.open(encoding="utf-8-sig") as f:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror})") from None
 
 
 def locate(context: str, text: str, hint: int) -> int:
@@ -89,8 +100,8 @@ def _iter_qas(raw: dict, path: Path):
             qas = para.get("qas") if isinstance(para, dict) else None
             if not isinstance(qas, list):
                 raise DataError(f"{path}: data[{a}].paragraphs[{p}] has no 'qas' list")
-            for qa in qas:
-                yield para.get("context"), qa
+            for q, qa in enumerate(qas):
+                yield f"data[{a}].paragraphs[{p}].qas[{q}]", article, para, qa
 
 
 def _parse_answers(qa: dict) -> list[tuple[str, int]] | None:
@@ -106,18 +117,22 @@ def _parse_answers(qa: dict) -> list[tuple[str, int]] | None:
     return out
 
 
-def load_squad(path: str | Path, *, training: bool) -> tuple[list[Example], LoadStats]:
-    """Load a SQuAD-format file into Examples, re-locating misplaced answers and counting skips.
+def is_impossible(qa: dict, path: Path, where: str) -> bool:
+    """The record's ``is_impossible`` flag; anything but true/false/absent is a DataError naming the record
+    (a string "false" would otherwise make an answerable question unanswerable)."""
+    flag = qa.get("is_impossible", False)
+    if not isinstance(flag, bool):
+        raise DataError(f"{path}: {where} (id {qa.get('id')!r}): 'is_impossible' must be true or false, got "
+                        f"{flag!r}; fix the record")
+    return flag
 
-    For training, an answerable question must have at least one answer found in its context;
-    for evaluation, answers are only scored by text, so such questions are kept.
-    """
-    path = Path(path)
-    raw = read_json(path)
-    stats = LoadStats(path=str(path))
-    examples: list[Example] = []
+
+def _records(raw, path: Path, training: bool, stats: LoadStats):
+    """Validated records: (article, paragraph, qa, Example, [(text, located start or -1) per answer]);
+    skips are counted in ``stats``."""
     seen: set[str] = set()
-    for context, qa in _iter_qas(raw, path):
+    for where, article, para, qa in _iter_qas(raw, path):
+        context = para.get("context")
         stats.records += 1
         reason = _check_record(context, qa, seen)
         if reason:
@@ -125,20 +140,20 @@ def load_squad(path: str | Path, *, training: bool) -> tuple[list[Example], Load
             continue
         qid = str(qa["id"])
         seen.add(qid)
+        flag = is_impossible(qa, path, where)
         pairs = _parse_answers(qa)
         if pairs is None:
             stats.skipped["malformed_answers"] += 1
             continue
         refs = [t for t, _ in pairs if t.strip()]
-        impossible = bool(qa.get("is_impossible", False)) or not refs
-        if impossible and not qa.get("is_impossible", False) and training:
+        impossible = flag or not refs
+        if impossible and not flag and training:
             stats.skipped["no_answer"] += 1
             continue
-        answers, starts = [], []
+        answers, starts, located = [], [], []
         for text, hint in pairs:
-            if not text.strip() or impossible:
-                continue
-            pos = locate(context, text, hint)
+            pos = -1 if not text.strip() or impossible else locate(context, text, hint)
+            located.append((text, pos))
             if pos == -1:
                 continue
             stats.relocated += pos != hint
@@ -148,19 +163,61 @@ def load_squad(path: str | Path, *, training: bool) -> tuple[list[Example], Load
             stats.skipped["answer_not_in_context"] += 1
             continue
         # A built split's rewrite rule (over-sensitivity) plays the role of the question type.
-        examples.append(Example(qid, qa["question"], context, answers, starts, impossible,
-                                qa.get("type") or qa.get("rule"), refs))
+        qtype = qa.get("type") or qa.get("rule")
         stats.kept += 1
+        yield article, para, qa, Example(qid, qa["question"], context, answers, starts, impossible,
+                                qtype if isinstance(qtype, str) else None, refs), located
+
+
+def _log(stats: LoadStats, relocated_level: int = logging.INFO) -> None:
     if stats.skipped:
-        log.warning("%s: skipped %d of %d records %s", path, sum(stats.skipped.values()),
+        log.warning("%s: skipped %d of %d question records %s", stats.path, sum(stats.skipped.values()),
                     stats.records, dict(stats.skipped))
     if stats.relocated:
-        log.info("%s: re-located %d answers whose answer_start did not match", path, stats.relocated)
+        log.log(relocated_level, "%s: re-located %d answers whose answer_start did not match", stats.path, stats.relocated)
+
+
+def load_squad(path: str | Path, *, training: bool) -> tuple[list[Example], LoadStats]:
+    """Load a SQuAD-format file into Examples, re-locating misplaced answers and counting skips.
+
+    For training, an answerable question must have at least one answer found in its context;
+    for evaluation, answers are only scored by text, so such questions are kept.
+    """
+    path = Path(path)
+    stats = LoadStats(path=str(path))
+    examples = [ex for _, _, _, ex, _ in _records(read_json(path), path, training, stats)]
+    _log(stats)
     return examples, stats
 
 
+def clean_squad(raw, path: str | Path) -> tuple[dict, LoadStats]:
+    """The evaluation loader's validation applied to a SQuAD dict (for split builders): the records
+    :func:`load_squad` would keep, each answer's ``answer_start`` re-located (-1 where its text is not
+    in the context), every other field kept; raises :class:`DataError` when nothing usable is left."""
+    path = Path(path)
+    stats = LoadStats(path=str(path))
+    out = {k: v for k, v in raw.items() if k != "data"} if isinstance(raw, dict) else {}
+    articles: dict[int, dict] = {}
+    paragraphs: dict[int, dict] = {}
+    for article, para, qa, _, located in _records(raw, path, False, stats):
+        art = articles.setdefault(id(article), {**{k: v for k, v in article.items() if k != "paragraphs"},
+                                                "paragraphs": []})
+        if id(para) not in paragraphs:
+            paragraphs[id(para)] = {**{k: v for k, v in para.items() if k != "qas"}, "qas": []}
+            art["paragraphs"].append(paragraphs[id(para)])
+        answers = [{**ans, "text": text, "answer_start": pos}
+                   for ans, (text, pos) in zip(qa.get("answers", []), located)]
+        paragraphs[id(para)]["qas"].append({**copy.deepcopy(qa), "answers": answers})
+    out["data"] = list(articles.values())
+    _log(stats, logging.DEBUG)  # the split loaded from this source reports its own re-locations
+    if not stats.kept:
+        raise DataError(f"{path}: no usable question among its {stats.records} records "
+                        f"(skipped {dict(stats.skipped)}); fix the file")
+    return out, stats
+
+
 def _check_record(context, qa, seen: set[str]) -> str | None:
-    if not isinstance(qa, dict) or "id" not in qa:
+    if not isinstance(qa, dict) or not isinstance(qa.get("id"), str) or not qa["id"].strip():
         return "missing_id"
     if str(qa["id"]) in seen:
         return "duplicate_id"

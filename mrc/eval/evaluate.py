@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from mrc.eval.metric import MetricInputError, evaluate, load_predictions, load_references
+from mrc.eval.metric import MetricInputError, describe_notes, evaluate, load_predictions, load_references
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +22,18 @@ def main(argv: list[str] | None = None) -> int:
     except MetricInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    ids = {q.id for q in gold}
+    extra = [qid for qid in preds if qid not in ids]
+    if gold and preds and len(extra) == len(preds):
+        print(f"error: {args.prediction}: none of its {len(preds)} ids is a question of {args.reference} "
+              f"(e.g. {extra[:3]}); are these the predictions for another file?", file=sys.stderr)
+        return 2
+    if extra:
+        print(f"warning: {args.prediction}: {len(extra)} ids are not questions of {args.reference} and are "
+              f"ignored (e.g. {extra[:3]})", file=sys.stderr)
+    note = describe_notes(gold, args.reference)
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
     summary, per_question = evaluate(gold, preds)
     if args.per_question:
         try:

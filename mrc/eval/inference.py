@@ -25,7 +25,7 @@ def score_windows(model, windows: list[Window], *, batch_size: int, max_answer_l
     scores = np.full((W, n_best), NEG, np.float32)
     null = np.zeros(W, np.float32)
     order = batches([len(w.input_ids) for w in windows], batch_size, shuffle=False)
-    for idx in tqdm(order, desc="eval", unit="batch", disable=not progress, leave=False):
+    for idx in tqdm(order, desc="eval", unit="batch", disable=None if progress else True, leave=False):
         batch = {k: v.to(device) for k, v in collate([windows[i] for i in idx], pad_id).items()}
         with torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype or torch.bfloat16,
                             enabled=amp_dtype is not None):

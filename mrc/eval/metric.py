@@ -1,8 +1,10 @@
 """DuReader-robust / CMRC 2018 scoring (F1 over mixed segments, EM), pure Python."""
 from __future__ import annotations
 
-import json
+from collections import Counter
 from dataclasses import dataclass
+
+from mrc.data.squad import DataError, read_json
 
 # The official list also names "……", but it is compared one character at a time,
 # so that two-character string never matches and "…" is kept on purpose.
@@ -18,6 +20,8 @@ _CJK_RANGES = (
 class MetricInputError(ValueError):
     """A reference or prediction file is missing, not JSON, or has the wrong structure."""
 
+    user_facing = True
+
 
 @dataclass(frozen=True)
 class GoldQuestion:
@@ -27,6 +31,14 @@ class GoldQuestion:
     answers: tuple[str, ...]
     is_impossible: bool
     qtype: str | None = None
+    # Why an unanswerable question is one when the file does not say so plainly (see NOTES).
+    note: str | None = None
+
+
+# Questions scored as unanswerable although the file does not flag them so (or flags them and gives answers).
+NOTES = {"no_answers": "'answers' is empty and is_impossible is not set",
+         "empty_answers": "every answer text is empty and is_impossible is not set",
+         "impossible_with_answers": "is_impossible is true but answer texts are given (they are ignored)"}
 
 
 def _is_cjk(ch: str) -> bool:
@@ -95,17 +107,11 @@ def em_score(prediction: str, references: list[str]) -> float:
 
 
 def _read_json(path) -> object:
-    """Load a JSON file, turning I/O and parse failures into MetricInputError."""
+    """Load a JSON file by the project's one rule (:func:`mrc.data.squad.read_json`: UTF-8, a BOM allowed)."""
     try:
-        with open(path, encoding="utf-8-sig") as fh:  # tolerate a BOM
-            return json.load(fh)
-    except FileNotFoundError:
-        raise MetricInputError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MetricInputError(f"{path}: cannot read file ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise MetricInputError(
-            f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        return read_json(path)
+    except DataError as exc:
+        raise MetricInputError(str(exc)) from None
 
 
 def _expect(cond: bool, path, where: str, what: str) -> None:
@@ -126,15 +132,18 @@ def _parse_question(qa: object, path, where: str) -> GoldQuestion:
     for k, ans in enumerate(answers):
         ok = isinstance(ans, dict) and isinstance(ans.get("text"), str)
         _expect(ok, path, f"{where}.answers[{k}]", "expected an object with a string 'text'")
-        if ans["text"]:  # empty texts carry no answer
-            texts.append(ans["text"])
+        texts.append(ans["text"])
     flag = qa.get("is_impossible", False)
     _expect(isinstance(flag, bool), path, where, "'is_impossible' must be true or false")
     qtype = qa.get("type") or qa.get("rule")  # built splits record their rewrite rule
     _expect(qtype is None or isinstance(qtype, str), path, where, "'type' must be a string")
-    impossible = flag or not texts
-    # An impossible question only accepts "", so plausible texts are dropped.
-    return GoldQuestion(qid, () if impossible else tuple(texts), impossible, qtype)
+    given = any(texts)
+    impossible = flag or not given
+    note = (None if flag == (not given) else "impossible_with_answers" if flag
+            else "empty_answers" if texts else "no_answers")
+    # An unanswerable question only accepts "". An answerable one keeps every gold as the official
+    # script does, an empty one included (an empty prediction then has EM 1 and F1 0 against it).
+    return GoldQuestion(qid, () if impossible else tuple(texts), impossible, qtype, note)
 
 
 def load_references(path) -> list[GoldQuestion]:
@@ -168,6 +177,22 @@ def load_predictions(path) -> dict[str, str]:
         _expect(isinstance(ans, str), path, f"id {qid!r}",
                 f"prediction must be a string, got {type(ans).__name__}")
     return doc
+
+
+def notes(gold: list[GoldQuestion]) -> dict[str, int]:
+    """How many questions are scored as unanswerable for each reason in :data:`NOTES`."""
+    return dict(Counter(q.note for q in gold if q.note))
+
+
+def describe_notes(gold: list[GoldQuestion], where) -> str | None:
+    """One warning line about the questions :func:`notes` counts, or None when there are none."""
+    counts = notes(gold)
+    if not counts:
+        return None
+    ids = [q.id for q in gold if q.note][:3]
+    parts = "; ".join(f"{n} where {NOTES[k]}" for k, n in sorted(counts.items()))
+    return (f"{where}: {sum(counts.values())} questions are scored as unanswerable (only an empty prediction is "
+            f"right): {parts}; e.g. ids {ids}. Fix the records if they have answers")
 
 
 def score_question(prediction: str | None, gold: GoldQuestion) -> tuple[float, float]:

@@ -32,6 +32,13 @@ def predict(model, tokenizer, cfg, examples: list[Example], *, batch_size: int =
     return postprocess(examples, windows, *arrays, n_best=n_best, null_threshold=threshold)
 
 
+def debug_enabled() -> bool:
+    """``MRC_DEBUG=1``: show tracebacks instead of one-line messages (as run.py does)."""
+    import os
+
+    return os.environ.get("MRC_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(prog="python -m mrc.predict", description=__doc__.split("\n\n")[0])
@@ -47,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="answer '' when null_score - best_span_score > this (default: the checkpoint's)")
     args = ap.parse_args(argv)
     single = args.question is not None or args.context is not None
-    if single and not (args.question and args.context):
+    if single and (args.question is None or args.context is None):
         ap.error("--question and --context go together")
+    for flag, value in (("--question", args.question), ("--context", args.context)):
+        if single and not value.strip():
+            ap.error(f"{flag} is empty: give the {'question to ask' if flag == '--question' else 'passage to read'}")
     if not single and not (args.input and args.output):
         ap.error("give INPUT.json and OUT.json, or --question and --context")
     try:
@@ -59,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
             examples, stats = load_squad(args.input, training=False)
             if stats.skipped:
                 print(f"warning: {args.input}: skipped {dict(stats.skipped)}", file=sys.stderr)
-    except (DataError, FileNotFoundError, OSError) as e:
+            if not examples:
+                raise DataError(f"{args.input}: no usable question among its {stats.records} records; fix the file")
+    except Exception as e:  # noqa: BLE001 - user mistakes get one line, anything else its traceback
+        if not (getattr(e, "user_facing", False) or isinstance(e, FileNotFoundError)) or debug_enabled():
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     preds, nbest = predict(model, tokenizer, cfg, examples, batch_size=args.batch_size, device=args.device,

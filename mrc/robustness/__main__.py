@@ -1,6 +1,10 @@
 """Build a robustness split and write it to a file.
 
     python -m mrc.robustness build --rule over_stability --src dev.json --out out.json --seed 0
+
+The source is read like an evaluation file: a file that is not SQuAD-shaped is an error (exit 2), bad
+records (no id, no question, no context, malformed answers, duplicate ids) are skipped and counted, and
+every ``answer_start`` written is the answer's position in its context.
 """
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from mrc.data.squad import DataError, read_json
+from mrc.data.squad import DataError, clean_squad, read_json
 
 
 def builders() -> dict:
@@ -35,12 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", required=True, type=Path)
     b.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    try:
-        src = read_json(args.src)
+    try:  # the evaluation loader's validation: bad records skipped and counted, answer_start re-located
+        src, stats = clean_squad(read_json(args.src), args.src)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if stats.skipped:
+        print(f"warning: {args.src}: skipped {sum(stats.skipped.values())} of {stats.records} question records "
+              f"{dict(stats.skipped)}", file=sys.stderr)
     built, counts = builders()[args.rule](src, seed=args.seed)
+    counts = {**counts, "source": stats.as_dict()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(built, ensure_ascii=False, indent=1), encoding="utf-8")
     print(json.dumps({"rule": args.rule, "src": str(args.src), "out": str(args.out), **counts}, ensure_ascii=False))

@@ -19,7 +19,7 @@ import hydra
 import numpy as np
 import yaml
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mrc.eval.metric import normalize
 
@@ -49,7 +49,8 @@ def predict(examples, width: int = DEFAULT_WIDTH) -> dict[str, str]:
 
 def run(cfg: DictConfig, run_dir: Path) -> float:
     """Evaluate the lexical baseline on every split of ``cfg.data``; returns in-domain F1."""
-    from mrc.train.pipeline import load_data, score
+    from mrc.train.inputs import load_data
+    from mrc.train.pipeline import score
     from mrc.train.outputs import write_json
 
     width = int(cfg.lexical.width)
@@ -80,7 +81,10 @@ def _mark_as_head(run_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point (same config tree as run.py)."""
+    from mrc.train.errors import exit_on_user_error
+    from mrc.train.record import hydra_record, write_record
+
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    write_record(run_dir, cfg, hydra_record(cfg))
     _mark_as_head(run_dir)
-    return run(cfg, run_dir)
+    return exit_on_user_error(lambda: run(cfg, run_dir), debug=bool(HydraConfig.get().verbose))

@@ -144,7 +144,7 @@ def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer
     every = int(trainer.get("resume_every", 0) or 0) if on_resume_point else 0
     resumed_windows, t0 = p.windows, time.perf_counter()
     bar = tqdm(range(p.batch, len(mine)), initial=p.batch, total=len(mine), desc=f"epoch {epoch}", unit="batch",
-               disable=not trainer.progress)
+               disable=None if trainer.progress else True)  # None: bars on a terminal only
     for i in bar:
         idx = mine[i]
         batch = {k: v.to(device) for k, v in collate([windows[j] for j in idx], pad_id).items()}

@@ -5,6 +5,7 @@ import hashlib
 import logging
 import random
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -15,18 +16,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from mrc.model import checkpoint
 from mrc.train import distributed
-from mrc.data.squad import Example, load_squad
-from mrc.data.download import resolve_data_root
 from mrc.train.distributed import Dist
-from mrc.data.features import Window, build_windows
+from mrc.data.features import Window, build_windows, check_lengths
 from mrc.eval.inference import postprocess, score_windows
 from mrc.train.loggers import NullLogger, job_info
-from mrc.eval.metric import GoldQuestion, breakdown, evaluate, load_references
+from mrc.eval.metric import breakdown, evaluate
 from mrc.eval.nulls import apply_threshold, tune_threshold
-from mrc.train.splits import Split, input_paths, materialise, robustness_metrics, split_specs
-from mrc.model.span_model import SpanModel
+from mrc.train.inputs import ConfigError, check_overlap, load_data  # noqa: F401 (load_data: also for lexical)
+from mrc.train.splits import Split, robustness_metrics
+from mrc.model.span_model import SpanModel, max_positions
 from mrc.train.cpu_memory import retain_freed_memory
-from mrc.train.resume import Resumer, RunProgress
+from mrc.train.record import write_record
+from mrc.train.resume import Resumer, RunProgress, preflight
 from mrc.train.outputs import write_outputs
 from mrc.train.loop import build_optimizer, n_epochs, total_steps, train_epoch
 
@@ -40,65 +41,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def quiet_library_bars(progress: bool) -> None:
+    """transformers' and the hub's own bars ("Loading weights", downloads) follow ``trainer.progress`` and,
+    like ours, never go to a log that is not a terminal."""
+    if progress and sys.stderr.isatty():
+        return
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
+
+
 def pick_device(name: str) -> str:
     """``auto`` -> cuda when available, else cpu."""
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
-def load_data(cfg: DictConfig, run_dir: Path, main: bool = True):
-    """Resolve the data root, run the data preparer, load training examples and build/load eval splits.
-
-    ``main=False`` (DDP ranks other than 0, which neither prepare data nor evaluate): training
-    examples only, read after rank 0 has prepared them; no eval splits.
-    """
-    root = resolve_data_root(cfg.data.root)
-    specs = split_specs(cfg.data.eval) if main else {}
-    train_specs = split_specs({f"train{i}": entry for i, entry in enumerate(cfg.data.train)})
-    needed = input_paths(train_specs) + input_paths(specs)
-    if cfg.data.get("prepare") and main:
-        instantiate(cfg.data.prepare, root=root, needed=needed)
-    train, train_stats = [], []
-    for name, spec in train_specs.items():
-        path, build_counts = materialise(name, spec, root, run_dir)
-        if path is None:
-            continue
-        examples, stats = load_squad(path, training=True)
-        train.extend(examples)
-        train_stats.append(stats.as_dict() | ({"build": build_counts} if build_counts else {}))
-    if cfg.data.limit_train:
-        train = train[:cfg.data.limit_train]
-    splits = {}
-    for name, spec in specs.items():
-        path, build_counts = materialise(name, spec, root, run_dir)
-        if path is None:
-            continue
-        examples, stats = load_squad(path, training=False)
-        gold = load_references(path)
-        if cfg.data.limit_eval:
-            examples = examples[:cfg.data.limit_eval]
-            keep = {e.id for e in examples}
-            gold = [g for g in gold if g.id in keep]
-        stats = stats.as_dict() | ({"build": build_counts} if build_counts else {})
-        splits[name] = Split(name, path, examples, gold, stats, spec)
-    if cfg.data.get("check_overlap", True):
-        check_overlap(train, splits)
-    if main and cfg.data.in_domain not in splits:
-        raise ValueError(f"data.in_domain={cfg.data.in_domain!r} is not among the loaded eval splits "
-                         f"{sorted(splits)}")
-    if not train:
-        raise ValueError(f"no usable training examples in {list(cfg.data.train)} under {root}")
-    return root, train, train_stats, splits
-
-
-def check_overlap(train: list[Example], splits: dict[str, Split]) -> None:
-    """Refuse a run whose training data shares question ids with an evaluation split."""
-    train_ids = {e.id for e in train}
-    for name, split in splits.items():
-        shared = sorted(train_ids.intersection(g.id for g in split.gold))
-        if shared:
-            raise ValueError(f"eval split {name!r} ({split.path}) shares {len(shared)} question ids with the "
-                             f"training data, e.g. {shared[:3]}; fix data.train/data.eval or set "
-                             "data.check_overlap=false")
 
 
 def score(split: Split, predictions: dict[str, str]) -> tuple[dict, dict]:
@@ -160,26 +117,45 @@ def windows_digest(windows: list[Window]) -> str:
     return h.hexdigest()
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> float:
+def run(cfg: DictConfig, run_dir: str | Path, record: dict | None = None) -> float:
     """Train and evaluate as configured; write outputs into ``run_dir``; return in-domain F1.
 
+    ``record``: what Hydra would write to ``.hydra/`` (:func:`mrc.train.record.hydra_record`); it is
+    written, with ``config.yaml``, only after a resumed run dir's state passed the compatibility check.
     Under torchrun (``WORLD_SIZE`` > 1) every rank calls this with the same ``run_dir``; rank 0
     writes every output and every rank returns the same F1.
     """
     run_dir = Path(run_dir)
+    check_geometry(cfg)
     d, device = distributed.setup(pick_device(cfg.trainer.device))
     try:
-        return _run(cfg, run_dir, d, device)
+        return _run(cfg, run_dir, d, device, record)
     finally:
         distributed.teardown(d)
 
 
-def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str) -> float:
+def check_geometry(cfg: DictConfig, encoder_config=None) -> None:
+    """Refuse window lengths that cannot work: before anything runs (from the options), and again once the
+    encoder is built (its position table; ``encoder_config``)."""
+    data = cfg.data
+    try:
+        check_lengths(data.max_len, data.max_query_len, data.doc_stride)
+    except ValueError as e:
+        raise ConfigError(f"data.max_len / data.max_query_len / data.doc_stride: {e}") from None
+    limit = max_positions(encoder_config) if encoder_config is not None else cfg.encoder.get("max_position")
+    if isinstance(limit, int) and data.max_len > limit:
+        where = "encoder.max_position" if encoder_config is None else f"the encoder {cfg.encoder.get('name_or_path')}"
+        raise ConfigError(f"data.max_len={data.max_len} exceeds the {limit} positions of {where}; set "
+                          f"data.max_len<={limit}")
+
+
+def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | None = None) -> float:
     if d.enabled:
         distributed.check_same(str(run_dir.resolve()), "the run dir (give torchrun a fixed hydra.run.dir=DIR)", d)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    resume_state = preflight(cfg, run_dir, d)  # before anything in the run dir changes
     if d.is_main:
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        write_record(run_dir, cfg, record)
+    quiet_library_bars(cfg.trainer.progress)
     seed_everything(cfg.seed)
     if device == "cpu" and cfg.trainer.get("retain_freed_memory", True):
         retain_freed_memory()
@@ -187,9 +163,12 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str) -> float:
     with distributed.main_first(d):
         root, train, train_stats, splits = load_data(cfg, run_dir, main=d.is_main)
     texts = [e.question for e in train] + list(dict.fromkeys(e.context for e in train))
+    log.info("building the encoder (%s) from %d training texts", cfg.encoder._target_.rsplit(".", 1)[-1], len(texts))
     enc = instantiate(cfg.encoder, texts=texts)
+    check_geometry(cfg, enc.model.config)
     model = SpanModel(enc.model, instantiate(cfg.head, hidden_size=enc.hidden_size), **cfg.model).to(device)
     geometry = dict(max_len=cfg.data.max_len, max_query_len=cfg.data.max_query_len, doc_stride=cfg.data.doc_stride)
+    log.info("tokenizing %d training questions into windows of %d tokens", len(train), cfg.data.max_len)
     train_windows, feat = build_windows(train, enc.tokenizer, training=True, **geometry)
     features = {"train": feat.as_dict()}
     for s in splits.values():
@@ -205,18 +184,18 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str) -> float:
         logger.log_config(OmegaConf.to_container(cfg, resolve=True))
         return _fit_and_report(cfg, run_dir, model, enc.tokenizer, train, train_windows, splits, device,
                                amp, logger, {"train": train_stats, "eval": {n: s.stats for n, s in splits.items()},
-                                             "features": features, "root": str(root)}, job, d)
+                                             "features": features, "root": str(root)}, job, d, resume_state)
     finally:
         logger.finish()
 
 
 def _fit_and_report(cfg, run_dir, model, tokenizer, train, train_windows, splits, device, amp, logger, data_info,
-                    job, d: Dist = Dist()):
+                    job, d: Dist = Dist(), resume_state: dict | None = None):
     tr, pad_id = cfg.trainer, tokenizer.pad_token_id
     total, last = total_steps(train_windows, tr, d.world_size), n_epochs(tr)
     opt, sched = build_optimizer(model, cfg.optim, total)
     resumer = Resumer(cfg, run_dir, model, opt, sched, d)
-    first_epoch, progress, run_state = resumer.restore()
+    first_epoch, progress, run_state = resumer.restore(resume_state)
     net = distributed.wrap(model, d, device)
     for epoch in range(first_epoch, last + 1):
         ep, run_state.step = train_epoch(model, train_windows, opt, sched, epoch=epoch, trainer=tr, pad_id=pad_id,

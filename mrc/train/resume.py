@@ -41,7 +41,13 @@ VOLATILE_KEYS = ("logger", "paths", "trainer.resume", "trainer.resume_every", "t
                  "trainer.log_every", "trainer.device", "trainer.retain_freed_memory")
 # Options added after states were first written, with the value that reproduces the behaviour from before
 # they existed: a state without the key resumes when the run sets exactly that value.
-ADDED_KEYS = {"optim.fused": False, "trainer.eval_each_epoch": True}
+ADDED_KEYS = {"optim.fused": False, "trainer.eval_each_epoch": True, "data.eval_splits": None}
+
+
+class ResumeError(ValueError):
+    """A resumable state that cannot be used (damaged, or from another configuration)."""
+
+    user_facing = True
 
 
 @dataclass
@@ -81,7 +87,7 @@ def resume_mode(value: Any) -> str:
     """Normalise ``trainer.resume``: ``auto``, ``false`` (start over) or ``true`` (a state must exist)."""
     mode = str(value).strip().lower()
     if mode not in ("auto", "false", "true"):
-        raise ValueError(f"trainer.resume must be auto, false or true, got {value!r}")
+        raise ResumeError(f"trainer.resume must be auto, false or true, got {value!r}")
     return mode
 
 
@@ -94,7 +100,7 @@ def find_state(run_dir: str | Path, mode: Any) -> Path | None:
         return None
     if not path.is_file():
         if mode == "true":
-            raise FileNotFoundError(f"trainer.resume=true but there is no {path}")
+            raise FileNotFoundError(f"trainer.resume=true but there is no {path}; run without it to start the run")
         return None
     return path
 
@@ -137,7 +143,31 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
 
 def load_state(path: str | Path) -> dict:
     """Read a state written by :class:`Resumer` (tensors on CPU; no arbitrary pickle)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or holding objects weights_only refuses
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ResumeError(f"{path}: cannot be read as a resumable state ({first}); delete it or set "
+                          "trainer.resume=false to start over") from None
+    return state
+
+
+def preflight(cfg: DictConfig, run_dir: str | Path, d: Dist) -> dict | None:
+    """The state this run will resume from, loaded and checked against ``cfg``; None to start afresh.
+
+    Called before the run writes anything into its run dir, so a refused resume leaves the finished
+    run's record (``config.yaml``, ``.hydra/``, outputs) as it was."""
+    if d.is_main:
+        for p in remove_stale_temps(state_path(run_dir)):
+            log.warning("removed %s (an interrupted write)", p)
+    path = find_state(run_dir, cfg.trainer.get("resume", "auto"))
+    if path is None:
+        return None
+    state = load_state(path)
+    if not isinstance(state, dict) or not {"version", "world_size", "config"} <= set(state):
+        raise ResumeError(f"{path}: not a resumable state of this project; delete it or set trainer.resume=false")
+    check_compatible(state, cfg, d, path)
+    return state
 
 
 def rng_state() -> dict:
@@ -181,16 +211,16 @@ def config_items(cfg: DictConfig) -> dict[str, Any]:
 def check_compatible(state: dict, cfg: DictConfig, d: Dist, path: Path) -> None:
     """Refuse to resume a state written by another configuration or another number of processes."""
     if state.get("version") != VERSION:
-        raise ValueError(f"{path}: state version {state.get('version')} (expected {VERSION})")
+        raise ResumeError(f"{path}: state version {state.get('version')} (expected {VERSION})")
     hint = "; start over with trainer.resume=false or use another hydra.run.dir"
     if state["world_size"] != d.world_size:
-        raise ValueError(f"{path} was written by {state['world_size']} process(es), this run has "
+        raise ResumeError(f"{path} was written by {state['world_size']} process(es), this run has "
                          f"{d.world_size}{hint}")
     saved, now = json.loads(state["config"]), config_items(cfg)
     saved.update({k: v for k, v in ADDED_KEYS.items() if k not in saved and k in now})
     differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
     if differ:
-        raise ValueError(f"{path}: the configuration differs from the interrupted run's in {differ}{hint}")
+        raise ResumeError(f"{path}: the configuration differs from the interrupted run's in {differ}{hint}")
 
 
 class Resumer:
@@ -213,16 +243,14 @@ class Resumer:
         """Whether states are written."""
         return self.every > 0
 
-    def restore(self) -> tuple[int, EpochProgress, RunProgress]:
-        """(first epoch to run, its progress, run bookkeeping): from the state if resuming, else fresh."""
-        if self.d.is_main:
-            for p in remove_stale_temps(self.path):
-                log.warning("removed %s (an interrupted write)", p)
-        path = find_state(self.run_dir, self.mode)
-        if path is None:
+    def restore(self, checked: dict | None = None) -> tuple[int, EpochProgress, RunProgress]:
+        """(first epoch to run, its progress, run bookkeeping): from the state if resuming, else fresh.
+
+        ``checked``: the state :func:`preflight` already loaded and checked (None: look for one here)."""
+        state = checked if checked is not None else preflight(self.cfg, self.run_dir, self.d)
+        if state is None:
             return 1, EpochProgress(), RunProgress()
-        state = load_state(path)
-        check_compatible(state, self.cfg, self.d, path)
+        path = self.path
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])

@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from mrc.data.features import Window
-from mrc.data.squad import Example, read_json
+from mrc.data.squad import Example, clean_squad, read_json
 from mrc.eval.metric import GoldQuestion
 from mrc.robustness.over_stability import distractor_capture
 
@@ -62,18 +62,27 @@ def input_paths(specs: dict[str, dict]) -> list[str]:
     return [s.get("path") or s["source"] for s in specs.values()]
 
 
-def materialise(name: str, spec: dict, root: Path, run_dir: Path) -> tuple[Path | None, dict | None]:
-    """Path of the split's SQuAD file (building it if needed) and the builder's counts; None if skipped."""
+def materialise(name: str, spec: dict, root: Path, run_dir: Path,
+                label: str | None = None) -> tuple[Path | None, dict | None]:
+    """Path of the split's SQuAD file (building it if needed) and the builder's counts; None if skipped.
+
+    ``label``: the option that names the file in messages (``data.eval.<name>``, ``data.train[i]``).
+    A builder reads the source through the loader's validation (:func:`mrc.data.squad.clean_squad`), so
+    bad records are skipped and counted alike and every built file has located ``answer_start`` values.
+    """
+    label = label or f"data.eval.{name}"
     src = root / (spec.get("path") or spec["source"])
     if not src.is_file():
         if spec["optional"]:
-            log.warning("data split %s: %s not found; skipped", name, src)
+            log.warning("%s: %s not found; skipped", label, src)
             return None, None
-        raise FileNotFoundError(f"data split {name}: {src} not found")
+        raise FileNotFoundError(f"{label}: {src} not found; point data.root=DIR (or $MRC_DATA) at the folder "
+                                f"that holds {spec.get('path') or spec['source']}, or fix {label}")
     if "builder" not in spec:
         return src, None
     builders = spec["builder"] if isinstance(spec["builder"], list) else [spec["builder"]]
-    built, counts = read_json(src), {}
+    built, _ = clean_squad(read_json(src), src)
+    counts = {}
     for i, b in enumerate(builders):  # a list of builders is applied in order, e.g. subset then rewrite
         built, c = instantiate(OmegaConf.create(b))(built)
         counts = c if len(builders) == 1 else {**counts, f"step{i}": c}
