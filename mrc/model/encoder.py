@@ -14,8 +14,13 @@ from pathlib import Path
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedModel
 from transformers import BertTokenizerFast
 
+from mrc.model.hub import HubError, hub_or_cache
+
 log = logging.getLogger(__name__)
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# Han ideographs (with extensions and compatibility blocks), CJK symbols and punctuation, full-width forms.
+CJK_CLASS = ("[\u2e80-\u2fdf\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\ufe30-\ufe4f"
+             "\uff00-\uffef\U00020000-\U0002fa1f]")
 
 
 @dataclass
@@ -38,19 +43,58 @@ def _drop_pooler(model: PreTrainedModel) -> PreTrainedModel:
     return model
 
 
+def generic_fast(tokenizer):
+    """The same ``tokenizers`` pipeline as a generic fast tokenizer: saved and reloaded verbatim from
+    ``tokenizer.json`` (a model-specific class may rebuild its pre-tokenizer on load)."""
+    from transformers import PreTrainedTokenizerFast
+
+    specials = {k: getattr(tokenizer, k) for k in ("bos_token", "eos_token", "cls_token", "sep_token", "pad_token",
+                                                  "unk_token", "mask_token") if getattr(tokenizer, k, None)}
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer,
+                                   model_max_length=tokenizer.model_max_length, **specials)
+
+
+def split_cjk_words(tokenizer):
+    """A copy of ``tokenizer`` that makes every CJK character a word of its own before its model runs
+    (kept when saved). For SentencePiece vocabularies (XLM-R, e5), whose pieces often span several
+    Chinese characters, this puts every Chinese answer boundary on a token boundary; BERT's WordPiece
+    already splits them."""
+    from tokenizers import Regex, Tokenizer, pre_tokenizers
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    split = pre_tokenizers.Split(Regex(CJK_CLASS), "isolated")
+    backend.pre_tokenizer = pre_tokenizers.Sequence([backend.pre_tokenizer, split]) if backend.pre_tokenizer else split
+    out = generic_fast(tokenizer)
+    out._tokenizer = backend
+    return out
+
+
 def pretrained(name_or_path: str, texts=None, revision: str | None = None, cache_dir: str | None = None,
-               local_files_only: bool = False) -> Encoder:
-    """Load an encoder and its tokenizer by hub name (e.g. ``hfl/chinese-roberta-wwm-ext``) or local dir."""
+               local_files_only: bool = False, split_cjk: bool = False,
+               freeze_word_embeddings: bool = False) -> Encoder:
+    """Load an encoder and its tokenizer by hub name (e.g. ``hfl/chinese-roberta-wwm-ext``) or local dir.
+
+    ``split_cjk``: see :func:`split_cjk_words`. ``freeze_word_embeddings``: the word-embedding table gets no
+    gradient (and so no optimizer state): for large multilingual vocabularies (e5: 250K x 384) the table,
+    its gradient and AdamW's two moments are most of a CPU run's memory."""
     kw = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    kw = hub_or_cache(name_or_path, kw)  # offline: the cache only, failing at once instead of retrying
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, **kw)
-        model = AutoModel.from_pretrained(name_or_path, **kw)
+        try:  # MRC heads read token states only: no pooler
+            model = AutoModel.from_pretrained(name_or_path, add_pooling_layer=False, **kw)
+        except TypeError:
+            model = AutoModel.from_pretrained(name_or_path, **kw)
     except OSError as e:
-        raise OSError(f"could not load encoder {name_or_path!r}: {e}\nOffline? Use encoder=tiny, or set "
+        raise HubError(f"could not load encoder {name_or_path!r}: {e}\nOffline? Use encoder=tiny, or set "
                       "encoder.name_or_path to a local directory saved with save_pretrained.") from None
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError(f"{name_or_path}: a fast tokenizer (tokenizer.json or vocab.txt) is required "
                         "for offset mapping")
+    if split_cjk:
+        tokenizer = split_cjk_words(tokenizer)
+    if freeze_word_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
     return Encoder(_drop_pooler(model), tokenizer)
 
 
