@@ -1,0 +1,356 @@
+"""Issue 16 ("Hardening"): a refused resume keeps the run's record, no bad input silently changes a
+metric, every reader follows one rule, limits are checked at start, user mistakes are one line."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from mrc.data.squad import DataError, clean_squad, load_squad
+from mrc.eval import evaluate as evaluate_cli
+from mrc.eval.metric import MetricInputError, evaluate, load_references, notes, score_question, GoldQuestion
+from mrc.robustness.__main__ import main as robustness_main
+from mrc.train.errors import exit_on_user_error, one_line, user_error
+from tests.conftest import ROOT, SHARED_DATA
+from tests.test_e2e import DEMO, compose_cfg
+
+CTX = "北京是中国的首都，北京很大。"
+
+
+def squad(*qas, context=CTX):
+    return {"data": [{"title": "t", "paragraphs": [{"context": context, "qas": list(qas)}]}]}
+
+
+def qa(qid, text="首都", start=6, **kw):
+    return {"id": qid, "question": "首都是哪里？", "answers": [{"text": text, "answer_start": start}], **kw}
+
+
+def write(path, obj, bom=False):
+    text = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+    return path
+
+
+# ---------------------------------------------------------------- 2. a refused resume keeps the record
+
+def test_a_refused_resume_leaves_the_run_record_untouched(tmp_path):
+    from mrc.train.resume import VERSION, atomic_save, config_items
+
+    run_dir = tmp_path / "run"
+    old = compose_cfg(DEMO + ["head=softmax"], run_dir)
+    atomic_save({"version": VERSION, "world_size": 1,
+                 "config": json.dumps(config_items(old), sort_keys=True)}, run_dir / "resume" / "state.pt")
+    (run_dir / ".hydra").mkdir()
+    record = {"config.yaml": "finished run's config\n", ".hydra/overrides.yaml": "- finished\n",
+              ".hydra/config.yaml": "x\n", "metrics.json": "{}"}
+    for rel, text in record.items():
+        (run_dir / rel).write_text(text)
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *DEMO, "head=softmax", "optim.head_lr=0.01",
+                           f"hydra.run.dir={run_dir}"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "optim.head_lr" in proc.stderr
+    assert {rel: (run_dir / rel).read_text() for rel in record} == record
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted([".hydra", "config.yaml", "metrics.json", "resume",
+                                                                "run.log"])
+
+
+# ---------------------------------------------------------------- 3. silent changes of meaning
+
+@pytest.mark.parametrize("training", [True, False])
+def test_a_non_boolean_is_impossible_is_an_error_in_every_loader(tmp_path, training):
+    path = write(tmp_path / "d.json", squad(qa("a"), qa("b", is_impossible="false")))
+    where = r"d\.json: data\[0\]\.paragraphs\[0\]\.qas\[1\] \(id 'b'\): 'is_impossible' must be true or false"
+    with pytest.raises(DataError, match=where):
+        load_squad(path, training=training)
+    with pytest.raises(DataError, match=where):
+        clean_squad(json.loads(path.read_text()), path)
+    with pytest.raises(MetricInputError, match="'is_impossible' must be true or false"):
+        load_references(path)
+
+
+def test_questions_scored_as_unanswerable_are_counted_and_reported(tmp_path, capsys):
+    from mrc.train.inputs import _eval_split
+
+    ref = write(tmp_path / "ref.json", squad(
+        qa("ok"), {"id": "none", "question": "q？", "answers": []}, qa("empty", ""),
+        qa("both", is_impossible=True), qa("imp", "", -1, is_impossible=True)))
+    gold = load_references(ref)
+    assert notes(gold) == {"no_answers": 1, "empty_answers": 1, "impossible_with_answers": 1}
+    split = _eval_split(OmegaConf.create({"data": {"limit_eval": None}}), "dev", {}, ref, None)
+    assert split.stats["scored_unanswerable"] == notes(gold)
+    preds = write(tmp_path / "p.json", {"ok": "首都", "none": "", "empty": "", "both": "", "imp": ""})
+    assert evaluate_cli.main([str(ref), str(preds)]) == 0
+    err = capsys.readouterr().err
+    assert "ref.json: 3 questions are scored as unanswerable" in err and "no_answers" not in err
+    assert "'answers' is empty and is_impossible is not set" in err
+
+
+def test_evaluate_reports_extra_ids_and_refuses_predictions_for_another_file(tmp_path, capsys):
+    ref = write(tmp_path / "ref.json", squad(qa("a"), qa("b")))
+    preds = write(tmp_path / "p.json", {"a": "首都", "zz": "x"})
+    assert evaluate_cli.main([str(ref), str(preds)]) == 0
+    out = capsys.readouterr()
+    assert "p.json: 1 ids are not questions of" in out.err and json.loads(out.out)["SKIP"] == 1
+    other = write(tmp_path / "other.json", {"x1": "a", "x2": "b"})
+    assert evaluate_cli.main([str(ref), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "other.json: none of its 2 ids is a question of" in err
+
+
+def test_an_empty_gold_beside_real_ones_is_scored_as_the_official_script_does():
+    # DuReader-robust dev f130f508024fe021dc755db4407014d5: golds ['双蛇发球机', '双蛇霹雳2', '']
+    gold = GoldQuestion("q", ("双蛇发球机", "双蛇霹雳2", ""), False)
+    assert score_question("", gold) == (0.0, 1.0)  # F1 0 (no common segment), EM 1 (equals the empty gold)
+    assert score_question("双蛇发球机", gold) == (1.0, 1.0)
+    assert score_question("", GoldQuestion("u", (), True)) == (1.0, 1.0)  # unanswerable: all golds empty
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "dureader_robust" / "dev.json").is_file(), reason="no ../shared/data")
+def test_the_real_dev_question_with_an_empty_gold():
+    gold = {q.id: q for q in load_references(SHARED_DATA / "dureader_robust" / "dev.json")}
+    q = gold["f130f508024fe021dc755db4407014d5"]
+    assert "" in q.answers and not q.is_impossible
+    summary, _ = evaluate([q], {q.id: ""})
+    assert summary["EM"] == 100.0 and summary["F1"] == 0.0
+
+
+# ---------------------------------------------------------------- 4. robustness build validates its input
+
+@pytest.mark.parametrize("rule", ["over_sensitivity", "over_stability"])
+def test_robustness_build_skips_bad_records_and_writes_located_answer_starts(tmp_path, capsys, rule):
+    src = write(tmp_path / "src.json", squad(
+        qa("good", "北京", -1), qa("moved", "首都", 0), {"question": "no id？", "answers": []},
+        {"id": "nullq", "question": None, "answers": []}, qa("dictans") | {"answers": {"text": "北京"}},
+        qa("good", "北京", 0)))
+    out = tmp_path / "out.json"
+    assert robustness_main(["build", "--rule", rule, "--src", str(src), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    counts = json.loads(captured.out)
+    assert counts["source"]["skipped"] == {"missing_id": 1, "missing_question": 1, "malformed_answers": 1,
+                                           "duplicate_id": 1}
+    assert "src.json: skipped 4 of 6 question records" in captured.err
+    built = json.loads(out.read_text())
+    qas = [(p["context"], q) for a in built["data"] for p in a["paragraphs"] for q in p["qas"]]
+    assert sorted(q["id"] for _, q in qas) == ["good", "moved"]
+    for context, q in qas:
+        for ans in q["answers"]:
+            assert context[ans["answer_start"]:ans["answer_start"] + len(ans["text"])] == ans["text"]
+
+
+@pytest.mark.parametrize("content,message", [
+    ([{"data": []}], r"src\.json: expected a SQuAD-format object with a 'data' list"),
+    ({"version": "1"}, r"src\.json: expected a SQuAD-format object with a 'data' list"),
+    (squad({"id": "x", "question": "q", "answers": []}, context=5), r"src\.json: no usable question among its 1"),
+    ('{"data": [', r"src\.json: malformed JSON"),
+])
+def test_robustness_build_refuses_unusable_files(tmp_path, capsys, content, message):
+    src = write(tmp_path / "src.json", content)
+    out = tmp_path / "out.json"
+    assert robustness_main(["build", "--rule", "over_stability", "--src", str(src), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert __import__("re").search(message, err) and not out.exists()
+
+
+# ---------------------------------------------------------------- 5. crashes become messages
+
+def test_an_eval_split_with_no_usable_question_is_an_error(tmp_path):
+    from mrc.train.inputs import _eval_split
+
+    ref = write(tmp_path / "dev.json", squad({"id": "a", "question": " ", "answers": []}))
+    with pytest.raises(DataError, match=r"data\.eval\.in_domain \(.*dev\.json\): no usable question among its 1 "
+                                        r"records \(skipped \{'missing_question': 1\}\)"):
+        _eval_split(OmegaConf.create({"data": {"limit_eval": None}}), "in_domain", {}, ref, None)
+
+
+def test_a_truncated_resume_state_names_the_file(tmp_path):
+    from mrc.train.distributed import Dist
+    from mrc.train.resume import ResumeError, preflight
+
+    state = tmp_path / "resume" / "state.pt"
+    state.parent.mkdir()
+    state.write_bytes(b"PK\x03\x04 truncated")
+    cfg = OmegaConf.create({"trainer": {"resume": "auto"}})
+    with pytest.raises(ResumeError, match=r"resume/state\.pt: cannot be read as a resumable state .*trainer\.resume"
+                                          r"=false"):
+        preflight(cfg, tmp_path, Dist())
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--question", "问？", "--context", ""], "--context is empty: give the passage to read"),
+    (["--question", " ", "--context", "文"], "--question is empty: give the question to ask"),
+    (["--question", "问？"], "--question and --context go together"),
+])
+def test_predict_single_question_usage(tiny_checkpoint, capsys, args, message):
+    from mrc.eval.predict import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(tiny_checkpoint), *args])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- 7. one rule for a byte-order mark
+
+def test_every_reader_accepts_a_utf8_bom(tmp_path, capsys):
+    src = write(tmp_path / "bom.json", squad(qa("a"), qa("b", "北京", 0)), bom=True)
+    assert [e.id for e in load_squad(src, training=True)[0]] == ["a", "b"]
+    assert [q.id for q in load_references(src)] == ["a", "b"]
+    preds = write(tmp_path / "p.json", {"a": "首都", "b": "北京"}, bom=True)
+    assert evaluate_cli.main([str(src), str(preds)]) == 0 and json.loads(capsys.readouterr().out)["F1"] == 100.0
+    assert robustness_main(["build", "--rule", "over_stability", "--src", str(src),
+                            "--out", str(tmp_path / "o.json")]) == 0
+
+
+# ---------------------------------------------------------------- 8. limits checked at start
+
+def test_max_len_over_the_position_table_is_refused_before_anything_runs(tmp_path):
+    from transformers import BertConfig, RobertaConfig
+
+    from mrc.train.inputs import ConfigError
+    from mrc.train.pipeline import check_geometry, run
+
+    cfg = compose_cfg(DEMO + ["data.max_len=1024", "encoder.max_position=512"], tmp_path)
+    with pytest.raises(ConfigError, match=r"data\.max_len=1024 exceeds the 512 positions of encoder\.max_position"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    ok = compose_cfg(DEMO + ["data.max_len=512"], tmp_path)
+    check_geometry(ok)
+    with pytest.raises(ConfigError, match=r"exceeds the 510 positions of the encoder"):
+        check_geometry(ok, RobertaConfig(max_position_embeddings=512, pad_token_id=1))
+    check_geometry(ok, BertConfig(max_position_embeddings=512))
+    with pytest.raises(ConfigError, match=r"data\.max_len / data\.max_query_len / data\.doc_stride: doc_stride"):
+        check_geometry(compose_cfg(DEMO + ["data.doc_stride=100"], tmp_path))
+
+
+# ---------------------------------------------------------------- 9. one line per user mistake
+
+def test_a_missing_data_file_is_one_line_naming_the_option(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "encoder=tiny", "logger=none", "data.prepare=null",
+                           f"data.root={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: data.train[0]: ") and "dureader_robust/train.json not found" in line
+    assert "data.root=DIR (or $MRC_DATA)" in line
+    assert line in (tmp_path / "run" / "run.log").read_text()
+
+
+def test_user_errors_inside_hydra_instantiate_are_unwrapped_to_one_line(monkeypatch, capsys):
+    from hydra.errors import InstantiationException
+
+    def fail():
+        try:
+            raise FileNotFoundError("encoder x: not built yet. Build it with\n  python -m mrc.pretrain\nor point it")
+        except FileNotFoundError as e:
+            raise InstantiationException(f"Error in call to target:\n{e!r}") from e
+
+    assert one_line(user_error(InstantiationException("x"))) if user_error(InstantiationException("x")) else True
+    with pytest.raises(SystemExit) as e:
+        exit_on_user_error(fail)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err == "error: encoder x: not built yet. Build it with python -m mrc.pretrain or point it\n"
+    monkeypatch.setenv("MRC_DEBUG", "1")
+    with pytest.raises(InstantiationException):
+        exit_on_user_error(fail)
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        exit_on_user_error(lambda: 1 / 0)
+
+
+# ---------------------------------------------------------------- 10. offline: fail fast
+
+def test_an_unreachable_hub_loads_from_the_cache_only_without_retrying(monkeypatch):
+    import time
+
+    from mrc.model import encoder, hub
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: connections are refused
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    seen = {}
+
+    def fake_from_pretrained(name, **kw):
+        seen.update(kw)
+        raise OSError(f"{name} is not in the cache")
+
+    monkeypatch.setattr(encoder.AutoTokenizer, "from_pretrained", fake_from_pretrained)
+    t0 = time.perf_counter()
+    with pytest.raises(hub.HubError, match=r"(?s)could not load encoder 'hfl/chinese-roberta-wwm-ext'.*Offline\? Use "
+                                           r"encoder=tiny"):
+        encoder.pretrained("hfl/chinese-roberta-wwm-ext")
+    assert seen["local_files_only"] is True and time.perf_counter() - t0 < 10
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert hub.hub_or_cache("org/model", {"local_files_only": False}) == {"local_files_only": False}
+
+
+# ---------------------------------------------------------------- 11. logs
+
+def test_bars_only_on_a_terminal_and_counts_named_for_what_they_count(tmp_path, monkeypatch):
+    from transformers.utils import logging as hf_logging
+
+    from mrc.train.pipeline import quiet_library_bars
+
+    hf_logging.enable_progress_bar()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    quiet_library_bars(True)  # progress asked for, but the log is not a terminal
+    assert not hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    path = write(tmp_path / "d.json", squad({"id": "m", "question": "q？", "answers": [
+        {"text": "北京", "answer_start": 3}, {"text": "首都", "answer_start": 0}]}, qa("n", "首都", 1)))
+    stats = load_squad(path, training=False)[1].as_dict()
+    assert stats["records"] == 2 and stats["answers_relocated"] == 3 and "relocated" not in stats
+
+
+def test_built_splits_are_located_so_relocations_are_logged_once(tmp_path, caplog):
+    from mrc.train.inputs import load_data
+
+    cfg = compose_cfg(DEMO + ["data.prepare.n_train=40", "data.prepare.n_dev=8"], tmp_path)
+    src = json.loads((tmp_path / "x").read_text()) if False else None  # noqa: F841
+    cfg.data.prepare = None
+    data = tmp_path / "data" / "demo"
+    data.mkdir(parents=True)
+    dev = squad(qa("d1", "北京", -1), qa("d2", "首都", -1))
+    write(data / "dev.json", dev)
+    for name in ("generalization", "checklist"):
+        write(data / f"{name}.json", squad(qa(f"{name}1")))
+    write(data / "train.json", squad(qa("t1")))
+    caplog.set_level("INFO")
+    load_data(cfg, tmp_path)
+    relocated = [r.getMessage() for r in caplog.records if "re-located" in r.getMessage()]
+    assert len(relocated) == 1 and "dev.json" in relocated[0]
+
+
+# ---------------------------------------------------------------- 12. docs and the quick option
+
+def test_the_readme_extra_split_examples_compose(tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    examples = __import__("re").findall(r"`'(\+?data\.eval\.[a-z_]+=[^']+)'`", readme)
+    assert examples
+    for example in examples:
+        compose_cfg(["data=dureader_robust", example], tmp_path)
+
+
+def test_eval_splits_narrows_the_evaluation(tmp_path):
+    from mrc.train.inputs import ConfigError, eval_specs
+
+    cfg = compose_cfg(["data=dureader_robust", "data.eval_splits=[in_domain]"], tmp_path)
+    assert list(eval_specs(cfg)) == ["in_domain"]
+    with pytest.raises(ConfigError, match=r"data\.eval_splits=\['nope'\]: \['nope'\] not in data\.eval"):
+        eval_specs(compose_cfg(["data=dureader_robust", "data.eval_splits=[nope]"], tmp_path))
+
+
+def test_the_outputs_table_lists_every_file_a_run_writes():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Outputs"):readme.index("### Reading `metrics.json`")]
+    for item in ("`metrics.json`", "`run.log`", "`data/`", "`config.yaml`", "`checkpoint/`", "`splits/"):
+        assert item in table, item
+    assert "Trust and safety" in readme and "MRC_DEBUG=1" in readme
