@@ -121,7 +121,7 @@ def test_the_real_dev_question_with_an_empty_gold():
 # ---------------------------------------------------------------- 4. robustness build validates its input
 
 @pytest.mark.parametrize("rule", ["over_sensitivity", "over_stability"])
-def test_robustness_build_skips_bad_records_and_writes_located_answer_starts(tmp_path, capsys, rule):
+def test_robustness_build_skips_bad_records_and_writes_located_answer_starts(tmp_path, capsys, caplog, rule):
     src = write(tmp_path / "src.json", squad(
         qa("good", "北京", -1), qa("moved", "首都", 0), {"question": "no id？", "answers": []},
         {"id": "nullq", "question": None, "answers": []}, qa("dictans") | {"answers": {"text": "北京"}},
@@ -132,7 +132,7 @@ def test_robustness_build_skips_bad_records_and_writes_located_answer_starts(tmp
     counts = json.loads(captured.out)
     assert counts["source"]["skipped"] == {"missing_id": 1, "missing_question": 1, "malformed_answers": 1,
                                            "duplicate_id": 1}
-    assert "src.json: skipped 4 of 6 question records" in captured.err
+    assert "src.json: skipped 4 of 6 question records" in caplog.text
     built = json.loads(out.read_text())
     qas = [(p["context"], q) for a in built["data"] for p in a["paragraphs"] for q in p["qas"]]
     assert sorted(q["id"] for _, q in qas) == ["good", "moved"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -66,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         if single:
             examples = [Example("q", args.question, args.context, [], [])]
         else:
+            logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")  # the loader's skip counts
             examples, stats = load_squad(args.input, training=False)
-            if stats.skipped:
-                print(f"warning: {args.input}: skipped {dict(stats.skipped)}", file=sys.stderr)
             if not examples:
                 raise DataError(f"{args.input}: no usable question among its {stats.records} records; fix the file")
     except Exception as e:  # noqa: BLE001 - user mistakes get one line, anything else its traceback

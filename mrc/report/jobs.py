@@ -126,7 +126,7 @@ def _read_yaml(path: Path) -> tuple[Any, str | None]:
     if not path.is_file():
         return None, None
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")), None
+        return yaml.safe_load(path.read_text(encoding="utf-8-sig")), None  # one rule: a BOM is allowed
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         return None, f"unreadable {path.name}: {type(exc).__name__}: {exc}".splitlines()[0]
 
@@ -149,7 +149,7 @@ def _read_metrics(path: Path) -> tuple[dict | None, str]:
         crashed = "" if (path / "config.yaml").is_file() else "; no config.yaml either (crashed early?)"
         return None, f"no metrics.json (failed or unfinished){crashed}"
     try:
-        metrics = json.loads(file.read_text(encoding="utf-8"))
+        metrics = json.loads(file.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         return None, f"corrupt metrics.json: {exc}"
     if not isinstance(metrics, dict) or not isinstance(metrics.get("splits"), dict):

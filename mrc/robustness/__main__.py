@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -39,14 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", required=True, type=Path)
     b.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")  # the loader's skip counts
     try:  # the evaluation loader's validation: bad records skipped and counted, answer_start re-located
         src, stats = clean_squad(read_json(args.src), args.src)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if stats.skipped:
-        print(f"warning: {args.src}: skipped {sum(stats.skipped.values())} of {stats.records} question records "
-              f"{dict(stats.skipped)}", file=sys.stderr)
     built, counts = builders()[args.rule](src, seed=args.seed)
     counts = {**counts, "source": stats.as_dict()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
