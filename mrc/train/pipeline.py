@@ -126,7 +126,6 @@ def run(cfg: DictConfig, run_dir: str | Path, record: dict | None = None) -> flo
     writes every output and every rank returns the same F1.
     """
     run_dir = Path(run_dir)
-    check_geometry(cfg)
     d, device = distributed.setup(pick_device(cfg.trainer.device))
     try:
         return _run(cfg, run_dir, d, device, record)
@@ -155,6 +154,7 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | No
     resume_state = preflight(cfg, run_dir, d)  # before anything in the run dir changes
     if d.is_main:
         write_record(run_dir, cfg, record)
+    check_geometry(cfg)  # before the data: a job that fails here still has its record for mrc.report
     quiet_library_bars(cfg.trainer.progress)
     seed_everything(cfg.seed)
     if device == "cpu" and cfg.trainer.get("retain_freed_memory", True):
