@@ -77,8 +77,11 @@ def read_config(path: Path) -> DictConfig:
         if not isinstance(values, dict):
             raise CheckpointError(f"{file}: {section} must be a mapping")
         for key, value in values.items():
-            if key not in allowed or not isinstance(value, allowed[key]) or isinstance(value, bool) != (
-                    allowed[key] == (bool,)):
+            if key not in allowed:
+                raise CheckpointError(f"{file}: unknown key {section}.{key}; the file was edited or is not from "
+                                      "this project")
+            # bool is an int in Python: a flag must be a bool, a number must not be one
+            if not isinstance(value, allowed[key]) or isinstance(value, bool) != (allowed[key] == (bool,)):
                 raise CheckpointError(f"{file}: {section}.{key}={value!r} is not a valid value for this key; "
                                       "the file was edited or is not from this project")
     for key in ("max_len", "max_query_len", "doc_stride"):
