@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import platform
-import threading
 import time
 from pathlib import Path
 
@@ -38,9 +36,11 @@ from omegaconf import OmegaConf
 from heads.base import top_spans
 
 from mrc.bench import peer as bench_peer
+from mrc.bench.measure import PeakRSS, best_of
+from mrc.bench.summary import ratios, table
 from mrc.data.batching import batches, collate
 from mrc.data.squad import load_squad
-from mrc.model.encoder import tiny_bert
+from mrc.model.encoder import pretrained, tiny_bert
 from mrc.data.features import build_windows
 from mrc.eval.inference import postprocess, score_windows
 from mrc.train.loggers import NullLogger
@@ -50,44 +50,6 @@ from mrc.train.loop import build_optimizer, steps_per_epoch, train_epoch
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 HEADS = ("softmax", "globalpointer", "efficient_globalpointer")
-
-
-class PeakRSS:
-    """Samples this process's resident memory in a thread; ``peak_mb`` is the maximum seen in the block."""
-
-    def __init__(self, every_s: float = 0.005):
-        self.every_s, self.peak, self._stop = every_s, 0, threading.Event()
-
-    @staticmethod
-    def current() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.current())
-            time.sleep(self.every_s)
-
-    def __enter__(self):
-        self.peak = self.current()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.current())
-
-    @property
-    def peak_mb(self) -> float:
-        return round(self.peak / 2**20, 1)
-
-
-def best_of(n: int, run):
-    """Run ``run()`` n times; keep the result with the smallest ``seconds`` (timing noise only adds time)."""
-    results = [run() for _ in range(max(n, 1))]
-    return min(results, key=lambda r: r[-1]["seconds"] if isinstance(r, tuple) else r["seconds"])
 
 
 def f1_em(gold, preds) -> dict:
@@ -217,53 +179,6 @@ def peer_eval(model, tokenizer, examples, gold, kw, pipeline: bool, args) -> dic
             "peak_rss_mb": mem.peak_mb, **kw, **f1_em(gold, preds)}
 
 
-def ratios(result: dict) -> dict:
-    """Each ratio for the like-for-like pair (our softmax head vs the faster peer row), and per head."""
-    ours, peer = result["ours"], result["peer"]
-    best_train = max(r["examples_per_s"] for r in peer["train"].values())
-    best_eval = max(r["examples_per_s"] for r in peer["eval"].values())
-    by_head = {
-        "train_vs_hf": {h: ours[h]["train"]["examples_per_s"] / best_train for h in ours},
-        "eval_vs_hf": {h: ours[h]["eval"]["examples_per_s"] / best_eval for h in ours},
-        "eval_vs_forward": {h: ours[h]["eval"]["seconds"] / result["forward"]["seconds"] for h in ours},
-        "decode_share": {h: ours[h]["decode"]["decode_share"] for h in ours},
-    }
-    main = "softmax" if "softmax" in ours else next(iter(ours))
-    out = {k: v[main] for k, v in by_head.items()}
-    if "ours_null_window_keep" in result:
-        out["train_vs_hf_null_window_keep"] = result["ours_null_window_keep"]["train"]["examples_per_s"] / best_train
-    out.update(head=main, decode_share_max=max(by_head["decode_share"].values()), by_head=by_head)
-    return out
-
-
-def table(result: dict) -> str:
-    r, ours, peer = result["ratios"], result["ours"], result["peer"]
-    lines = ["| side | train ex/s | eval ex/s | eval F1 | decode/forward | peak RSS MiB |", "|---|---|---|---|---|---|"]
-    for h, o in ours.items():
-        lines.append(f"| ours {h} | {o['train']['examples_per_s']:.1f} | {o['eval']['examples_per_s']:.1f} | "
-                     f"{o['eval']['F1']:.2f} | {100 * o['decode']['decode_share']:.1f} % | "
-                     f"{max(o['train']['peak_rss_mb'], o['eval']['peak_rss_mb']):.0f} |")
-    for k in ("default", "tuned"):
-        t, e = peer["train"][k], peer["eval"][k]
-        lines.append(f"| HF {k} | {t['examples_per_s']:.1f} | {e['examples_per_s']:.1f} | {e['F1']:.2f} | – | "
-                     f"{max(t['peak_rss_mb'], e['peak_rss_mb']):.0f} |")
-    extra = result.get("ours_null_window_keep")
-    if extra:
-        lines.append(f"| ours softmax, null_window_keep={extra['null_window_keep']} | "
-                     f"{extra['train']['examples_per_s']:.1f} | – | {extra['F1']:.2f} | – | "
-                     f"{extra['train']['peak_rss_mb']:.0f} |")
-    fw = result["forward"]
-    lines.append(f"| bare encoder forward | – | {fw['examples_per_s']:.1f} | – | – | – |")
-    lines += ["", "| ratio | " + " | ".join(ours) + " | target |", "|---|" + "---|" * (len(ours) + 1)]
-    targets = {"train_vs_hf": "≥ 1.3", "eval_vs_hf": "≥ 1.5", "eval_vs_forward": "≤ 1.15", "decode_share": "≤ 0.05"}
-    for k, target in targets.items():
-        lines.append(f"| {k} | " + " | ".join(f"{r['by_head'][k][h]:.3f}" for h in ours) + f" | {target} |")
-    if "train_vs_hf_null_window_keep" in r:
-        lines.append(f"\ntrain_vs_hf of softmax with null_window_keep={extra['null_window_keep']}: "
-                     f"{r['train_vs_hf_null_window_keep']:.3f}")
-    return "\n".join(lines)
-
-
 def parse_args(argv=None):
     root = Path(__file__).resolve().parents[3] / "shared"
     ap = argparse.ArgumentParser(description="Benchmark our training/evaluation against the HuggingFace peer.")
@@ -279,6 +194,9 @@ def parse_args(argv=None):
     ap.add_argument("--max-answer-len", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--eval-batch-size", type=int, default=64)
+    ap.add_argument("--encoder", default=None,
+                    help="a saved encoder directory (e.g. outputs/e5_small) instead of the random-init tiny BERT; "
+                         "both sides start from its weights and tokenizer")
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--seed", type=int, default=1)
@@ -289,15 +207,22 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
+def load_encoder(args, data: Path):
+    """``--encoder DIR`` (a saved HF encoder, e.g. e5_small) or the random-init tiny BERT of ``--layers``/``--hidden``."""
+    if args.encoder:
+        return pretrained(args.encoder, local_files_only=True)
+    vocab = args.vocab if Path(args.vocab).is_file() else None
+    return tiny_bert(vocab_file=vocab, layers=args.layers, hidden_size=args.hidden, heads=max(args.hidden // 64, 1),
+                     intermediate_size=4 * args.hidden, dropout=0.1, seed=args.seed,
+                     texts=None if vocab else [e.context for e in load_squad(data, training=False)[0]])
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     data = Path(args.data)
     if not data.is_file():
         raise SystemExit(f"mrc.bench: --data {data} not found")
-    enc = tiny_bert(vocab_file=args.vocab if Path(args.vocab).is_file() else None, layers=args.layers,
-                    hidden_size=args.hidden, heads=max(args.hidden // 64, 1), intermediate_size=4 * args.hidden,
-                    dropout=0.1, seed=args.seed,
-                    texts=None if Path(args.vocab).is_file() else [e.context for e in load_squad(data, training=False)[0]])
+    enc = load_encoder(args, data)
     all_eval, _ = load_squad(data, training=False)
     train_all, _ = load_squad(data, training=True)
     eval_ids = {e.id for e in all_eval[:args.n_eval]}
