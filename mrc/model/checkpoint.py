@@ -1,11 +1,11 @@
-"""Best-checkpoint format: ``encoder/`` (HF, safetensors), ``tokenizer/``, ``span.safetensors`` (head and
+"""Best-checkpoint format: ``encoder/`` (HF, safetensors), ``tokenizer/``, ``span.safetensors`` (head, neck and
 match embedding), ``mrc.yaml``.
 
 Loading never runs code named in the checkpoint (HuggingFace's rule: no code unless the user asks for
 it with ``trust_remote_code``, which we never pass). Weights load without pickle (safetensors); the
-config is plain YAML read as data: the head is built directly from the allow-list :data:`heads.HEADS`
-(by option name, or by one of those classes' ``_target_`` paths) with scalar keyword arguments only,
-never through Hydra ``instantiate``. Anything else in ``mrc.yaml`` is refused with a
+config is plain YAML read as data: the head and the neck are built directly from the allow-lists
+:data:`heads.HEADS` and :data:`mrc.model.necks.NECKS` (by option name, or by one of those classes'
+``_target_`` paths) with scalar keyword arguments only, never through Hydra ``instantiate``. Anything else in ``mrc.yaml`` is refused with a
 :class:`CheckpointError` naming the file and the key.
 """
 from __future__ import annotations
@@ -18,9 +18,11 @@ from safetensors.torch import load_file, save_file
 
 from heads import HEADS
 from mrc.model.encoder import from_checkpoint
+from mrc.model.necks import NECKS
 from mrc.model.span_model import SpanModel, max_positions
 
-_TARGETS = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in HEADS.values()}
+# The sections built from an allow-list: name -> (classes by option name, the arguments the loader gives).
+_BUILT = {"head": (HEADS, {"hidden_size"}), "neck": (NECKS, {"hidden_size", "num_layers"})}
 _SCALARS = (str, int, float, bool, type(None))
 # The keys a checkpoint's mrc.yaml may hold outside ``head``, with the types each accepts.
 _SECTIONS = {
@@ -47,6 +49,7 @@ def save(path: str | Path, model: SpanModel, tokenizer, cfg: DictConfig, null_th
     state = {k: v.detach().contiguous().cpu() for k, v in model.span_state().items()}
     save_file(state, str(path / "span.safetensors"))
     keep = {"head": OmegaConf.to_container(cfg.head, resolve=True),
+            "neck": OmegaConf.to_container(cfg.neck, resolve=True) if cfg.get("neck") else {"name": "none"},
             "model": OmegaConf.to_container(cfg.model, resolve=True),
             "data": {k: cfg.data[k] for k in ("max_len", "max_query_len", "doc_stride")},
             "decode": OmegaConf.to_container(cfg.decode, resolve=True)}
@@ -69,9 +72,11 @@ def read_config(path: Path) -> DictConfig:
                               "again") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("head"), dict):
         raise CheckpointError(f"{file}: no 'head' section; copy the checkpoint again")
-    for key in sorted(set(raw) - {"head", *_SECTIONS}):
-        raise CheckpointError(f"{file}: unknown key {key!r}; a checkpoint's mrc.yaml holds only head, model, "
-                              "data and decode")
+    for key in sorted(set(raw) - {*_BUILT, *_SECTIONS}):
+        raise CheckpointError(f"{file}: unknown key {key!r}; a checkpoint's mrc.yaml holds only head, neck, "
+                              "model, data and decode")
+    if not isinstance(raw.get("neck", {}), dict):
+        raise CheckpointError(f"{file}: neck must be a mapping")
     for section, allowed in _SECTIONS.items():
         values = raw.get(section) or {}
         if not isinstance(values, dict):
@@ -90,27 +95,36 @@ def read_config(path: Path) -> DictConfig:
     return OmegaConf.create(raw)
 
 
-def head_from_config(head: dict, hidden_size: int, file: Path):
-    """The head named by a checkpoint's ``head`` section, built from the allow-list only (no code is run)."""
-    head = dict(head)
-    target, name = head.pop("_target_", None), head.pop("name", None)
-    cls = _TARGETS.get(target) if target is not None else HEADS.get(name)
+def build_from_config(section: str, values: dict, file: Path, **given):
+    """The head or neck a checkpoint's ``section`` names, built from its allow-list only (no code is run);
+    ``given``: the arguments the loader supplies (``hidden_size``, ...)."""
+    classes, supplied = _BUILT[section]
+    values = dict(values)
+    target, name = values.pop("_target_", None), values.pop("name", None)
+    targets = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in classes.values()}
+    cls = targets.get(target) if target is not None else classes.get(name)
     if cls is None:
-        known = ", ".join(sorted(HEADS))
-        named = f"head._target_ {target!r}" if target is not None else f"head.name {name!r}"
-        raise CheckpointError(f"{file}: {named} is not one of this project's heads ({known}); loading a "
+        known = ", ".join(sorted(classes))
+        named = f"{section}._target_ {target!r}" if target is not None else f"{section}.name {name!r}"
+        raise CheckpointError(f"{file}: {named} is not one of this project's {section}s ({known}); loading a "
                               "checkpoint never runs code it names, so it is refused")
-    params = set(inspect.signature(cls).parameters) - {"hidden_size"}
-    for key, value in head.items():
+    params = set(inspect.signature(cls).parameters) - supplied
+    for key, value in values.items():
         if key not in params:
-            raise CheckpointError(f"{file}: head.{key} is not an option of {cls.__name__} "
+            raise CheckpointError(f"{file}: {section}.{key} is not an option of {cls.__name__} "
                                   f"({', '.join(sorted(params))}); refused")
         if not isinstance(value, _SCALARS):  # a nested object (e.g. another _target_) is never built
-            raise CheckpointError(f"{file}: head.{key} must be a plain value, got a {type(value).__name__}; refused")
+            raise CheckpointError(f"{file}: {section}.{key} must be a plain value, got a {type(value).__name__}; "
+                                  "refused")
     try:
-        return cls(hidden_size=hidden_size, **head)
+        return cls(**{k: v for k, v in given.items() if k in supplied}, **values)
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{file}: head: {e}") from None
+        raise CheckpointError(f"{file}: {section}: {e}") from None
+
+
+def head_from_config(head: dict, hidden_size: int, file: Path):
+    """The head named by a checkpoint's ``head`` section, built from the allow-list only (no code is run)."""
+    return build_from_config("head", head, file, hidden_size=hidden_size)
 
 
 def _encoder(path: Path):
@@ -136,8 +150,12 @@ def load(path: str | Path, device: str = "cpu"):
     if limit is not None and cfg.data.max_len > limit:
         raise CheckpointError(f"{file}: data.max_len={cfg.data.max_len} exceeds the encoder's {limit} positions "
                               f"({path / 'encoder' / 'config.json'}); the file was edited, restore its value")
-    head = head_from_config(OmegaConf.to_container(cfg.head), enc.hidden_size, file)
-    model = SpanModel(enc.model, head, **cfg.get("model", {}))
+    layers = getattr(enc.model.config, "num_hidden_layers", 0)
+    neck_cfg = OmegaConf.to_container(cfg.neck) if cfg.get("neck") else {"name": "none"}  # none: written before necks
+    neck = build_from_config("neck", neck_cfg, file,
+                             hidden_size=enc.hidden_size, num_layers=layers)
+    head = head_from_config(OmegaConf.to_container(cfg.head), neck.out_size, file)
+    model = SpanModel(enc.model, head, neck=neck, **cfg.get("model", {}))
     try:
         weights = load_file(str(span))
     except Exception as e:  # missing, truncated, not safetensors

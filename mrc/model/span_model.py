@@ -1,21 +1,26 @@
-"""Encoder + span head: the only model class; the head comes from Hydra ``_target_``."""
+"""Encoder (+ neck) + span head: the only model class; neck and head come from Hydra ``_target_``."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from mrc.model.necks import NoNeck
+
 
 class SpanModel(nn.Module):
-    """Runs the encoder once and hands its last hidden states to the head.
+    """Runs the encoder once, passes its hidden states through the neck (default: the last layer's,
+    unchanged; :mod:`mrc.model.necks`) and hands the result to the head.
 
     ``match_feature`` adds a learned embedding of "this context token also occurs in the question"
     to the input embeddings (the exact-match feature of DrQA, Chen et al., 2017). It is zero-initialised,
     so it starts as a no-op; it helps encoders trained from scratch find the question's words.
     """
 
-    def __init__(self, encoder: nn.Module, head: nn.Module, match_feature: bool = False):
+    def __init__(self, encoder: nn.Module, head: nn.Module, match_feature: bool = False,
+                 neck: nn.Module | None = None):
         super().__init__()
         self.encoder, self.head = encoder, head
+        self.neck = neck if neck is not None else NoNeck(encoder.config.hidden_size)
         # Encoders without segment embeddings (e.g. RoBERTa-style type_vocab_size=1) get no token types.
         self.use_token_types = getattr(encoder.config, "type_vocab_size", 0) > 1
         self.match_embed = None
@@ -31,8 +36,11 @@ class SpanModel(nn.Module):
             kwargs["inputs_embeds"] = embeds
         else:
             kwargs["input_ids"] = input_ids
-        hidden = self.encoder(attention_mask=attention_mask, **kwargs).last_hidden_state
-        return self.head(hidden, span_mask)
+        if self.neck.all_layers:  # every layer's states: (embeddings, layer 1, ..., layer N)
+            states = self.encoder(attention_mask=attention_mask, output_hidden_states=True, **kwargs).hidden_states
+        else:
+            states = (self.encoder(attention_mask=attention_mask, **kwargs).last_hidden_state,)
+        return self.head(self.neck(states, attention_mask), span_mask)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Head loss on one collated batch."""
@@ -40,7 +48,7 @@ class SpanModel(nn.Module):
         return self.head.loss(scores, batch["span_mask"], batch["labels"])
 
     def span_state(self) -> dict[str, torch.Tensor]:
-        """Parameters outside the encoder (head, match embedding), for checkpoints."""
+        """Parameters outside the encoder (head, neck, match embedding, adapters), for checkpoints."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
 
 

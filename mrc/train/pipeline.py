@@ -166,7 +166,9 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | No
     log.info("building the encoder (%s) from %d training texts", cfg.encoder._target_.rsplit(".", 1)[-1], len(texts))
     enc = instantiate(cfg.encoder, texts=texts)
     check_geometry(cfg, enc.model.config)
-    model = SpanModel(enc.model, instantiate(cfg.head, hidden_size=enc.hidden_size), **cfg.model).to(device)
+    neck = instantiate(cfg.neck, hidden_size=enc.hidden_size,
+                       num_layers=getattr(enc.model.config, "num_hidden_layers", 0))
+    model = SpanModel(enc.model, instantiate(cfg.head, hidden_size=neck.out_size), neck=neck, **cfg.model).to(device)
     geometry = dict(max_len=cfg.data.max_len, max_query_len=cfg.data.max_query_len, doc_stride=cfg.data.doc_stride)
     log.info("tokenizing %d training questions into windows of %d tokens", len(train), cfg.data.max_len)
     train_windows, feat = build_windows(train, enc.tokenizer, training=True, **geometry)
