@@ -9,6 +9,9 @@ Scale across windows depends on ``loss``:
   reported score is that log-probability — comparable across windows like the softmax head's.
 - ``multilabel`` (several golds, Su's multi-label cross-entropy): every cell is trained against the
   fixed threshold 0, so raw scores are already on one scale in every window.
+
+``span_target``: ``hard`` (one-hot on the gold cell) or ``f1_soft`` (softmax loss only: target mass on
+every cell in proportion to its span's F1 with the gold, ``heads.targets``).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import torch
 from torch import nn
 
 from .base import NEG, SpanHead, band_of, band_width, masked_pair_scores, primary_target, span_band
+from .targets import check_span_target, f1_soft_grid, soft_cross_entropy
 
 
 def rotary(x: torch.Tensor) -> torch.Tensor:
@@ -55,10 +59,15 @@ class GlobalPointer(SpanHead):
     """Span grid from rotary q/k dot products; ``loss`` = ``softmax`` or ``multilabel``."""
 
     def __init__(self, hidden_size: int, head_size: int = 64, rope: bool = True, loss: str = "softmax",
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, span_target: str = "hard", span_temperature: float = 1.0):
         super().__init__()
         if loss not in ("softmax", "multilabel"):
             raise ValueError(f"GlobalPointer loss must be 'softmax' or 'multilabel', got {loss!r}")
+        check_span_target(span_target, span_temperature)
+        if span_target != "hard" and loss != "softmax":
+            raise ValueError(f"span_target={span_target!r} needs loss='softmax' (multilabel trains each cell "
+                             "against a threshold, not a distribution)")
+        self.span_target, self.span_temperature = span_target, span_temperature
         if head_size % 2:
             raise ValueError(f"head_size must be even for rotary embeddings, got {head_size}")
         self.head_size, self.rope, self.loss_type = head_size, rope, loss
@@ -79,9 +88,13 @@ class GlobalPointer(SpanHead):
         return masked_pair_scores(q / math.sqrt(self.head_size), k, span_mask)
 
     def loss(self, scores, span_mask, labels):
-        """Softmax CE over the flattened grid (first gold) or multi-label CE over all golds."""
+        """Softmax CE over the flattened grid (first gold; one-hot or F1-soft target) or multi-label CE
+        over all golds."""
         B, L, _ = scores.shape
         flat = scores.reshape(B, L * L)
+        if self.span_target == "f1_soft":
+            target = f1_soft_grid(labels, scores > NEG / 2, self.span_temperature)
+            return soft_cross_entropy(flat, target.reshape(B, L * L))
         if self.loss_type == "softmax":
             return nn.functional.cross_entropy(flat, primary_target(labels, L))
         gold = torch.zeros_like(flat, dtype=torch.bool)
@@ -110,8 +123,8 @@ class EfficientGlobalPointer(GlobalPointer):
     """GlobalPointer with a shared q/k projection and per-position start/end biases (same contract)."""
 
     def __init__(self, hidden_size: int, head_size: int = 64, rope: bool = True, loss: str = "softmax",
-                 dropout: float = 0.0):
-        super().__init__(hidden_size, head_size, rope, loss, dropout)
+                 dropout: float = 0.0, span_target: str = "hard", span_temperature: float = 1.0):
+        super().__init__(hidden_size, head_size, rope, loss, dropout, span_target, span_temperature)
         self.bias = nn.Linear(2 * head_size, 2)
 
     def forward(self, hidden, span_mask):

@@ -9,13 +9,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import NEG, SpanHead, band_index, band_width, span_band
+from .targets import check_span_target, f1_soft_positions, soft_cross_entropy
 
 
 class SoftmaxHead(SpanHead):
     """Independent start and end distributions over the allowed positions; cross-entropy on each."""
 
-    def __init__(self, hidden_size: int, dropout: float = 0.0):
+    def __init__(self, hidden_size: int, dropout: float = 0.0, span_target: str = "hard",
+                 span_temperature: float = 1.0):
         super().__init__()
+        check_span_target(span_target, span_temperature)
+        self.span_target, self.span_temperature = span_target, span_temperature
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(hidden_size, 2)
 
@@ -25,7 +29,11 @@ class SoftmaxHead(SpanHead):
         return logits.masked_fill(~span_mask[:, :, None], NEG)
 
     def loss(self, scores, span_mask, labels):
-        """Mean of start and end cross-entropy against the first gold span of each window."""
+        """Mean of start and end cross-entropy against the first gold span of each window (one-hot, or
+        F1-soft start/end targets: ``heads.targets``)."""
+        if self.span_target == "f1_soft":
+            q_start, q_end = f1_soft_positions(labels, span_mask, self.span_temperature)
+            return (soft_cross_entropy(scores[..., 0], q_start) + soft_cross_entropy(scores[..., 1], q_end)) / 2
         start, end = labels[:, 0, 0], labels[:, 0, 1]
         return (F.cross_entropy(scores[..., 0], start) + F.cross_entropy(scores[..., 1], end)) / 2
 

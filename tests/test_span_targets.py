@@ -1,0 +1,102 @@
+"""``head.span_target=f1_soft`` (issue 17): soft targets by span F1 on hand-made grids; ``hard`` is
+today's loss exactly."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from heads.base import NEG, valid_spans
+from heads.globalpointer import EfficientGlobalPointer, GlobalPointer
+from heads.softmax import SoftmaxHead
+from heads.targets import f1_soft_grid, f1_soft_positions, span_f1
+
+MASK = torch.tensor([[True, False, False, True, True, True, True, True]])  # [CLS] q [SEP] c c c c c
+GOLD = torch.tensor([[[4, 5]]])  # two context tokens
+
+
+def test_span_f1_by_hand():
+    f1 = span_f1(torch.tensor([4, 4, 3, 6, 5]), torch.tensor([5, 6, 5, 7, 4]), torch.tensor(4), torch.tensor(5))
+    assert f1.tolist() == pytest.approx([1.0, 0.8, 0.8, 0.0, 0.0])  # exact, one more token each side, far, empty
+
+
+def test_grid_target_gives_near_spans_partial_mass_and_far_spans_none():
+    q = f1_soft_grid(GOLD, valid_spans(MASK), temperature=1.0)[0]
+    assert q.sum().item() == pytest.approx(1.0)
+    assert q[4, 5] == q.max() and q[4, 6] > 0 and q[3, 5] > 0 and q[4, 4] > 0  # one token off: partial
+    assert q[4, 6].item() == pytest.approx(q[4, 5].item() * 0.8)
+    assert q[6, 7] == 0 and q[7, 7] == 0 and q[0, 0] == 0  # no overlap, and the null slot: none
+    assert (q[~valid_spans(MASK)[0]] == 0).all()
+    sharp = f1_soft_grid(GOLD, valid_spans(MASK), temperature=0.02)[0]
+    assert sharp[4, 5] > 0.99  # temperature -> 0: the one-hot target
+    null = f1_soft_grid(torch.tensor([[[0, 0]]]), valid_spans(MASK), temperature=1.0)[0]
+    assert null[0, 0] == 1 and null.sum() == 1
+
+
+def test_position_targets_for_the_softmax_head():
+    q_start, q_end = f1_soft_positions(GOLD, MASK, temperature=1.0)
+    assert q_start.sum().item() == pytest.approx(1.0) and q_end.sum().item() == pytest.approx(1.0)
+    assert q_start[0, 4] == q_start.max() and q_start[0, 3] > 0 and q_start[0, 5] > 0
+    assert q_start[0, 6] == 0 and q_start[0, 0] == 0 and q_start[0, 1] == 0  # after the gold end; [CLS]; question
+    assert q_end[0, 5] == q_end.max() and q_end[0, 7] > 0 and q_end[0, 3] == 0
+
+
+@pytest.mark.parametrize("cls", [GlobalPointer, EfficientGlobalPointer])
+def test_globalpointer_hard_is_todays_loss_and_soft_is_finite_and_prefers_near_spans(cls):
+    torch.manual_seed(0)
+    hard = cls(8, head_size=4)
+    soft = cls(8, head_size=4, span_target="f1_soft", span_temperature=0.5)
+    soft.load_state_dict(hard.state_dict())
+    grid = hard(torch.randn(2, 8, 8), MASK.repeat(2, 1))
+    labels = torch.tensor([[[4, 5]], [[0, 0]]])
+    expected = F.cross_entropy(grid.reshape(2, -1), torch.tensor([4 * 8 + 5, 0]))
+    assert hard.loss(grid, MASK.repeat(2, 1), labels).item() == expected.item()
+    assert torch.isfinite(soft.loss(grid, MASK.repeat(2, 1), labels))
+    # A grid that puts its mass on a span one token off the gold loses less under f1_soft than one that
+    # puts it on a far span; under hard both are equally wrong.
+    base = torch.zeros(1, 8, 8).masked_fill(~valid_spans(MASK), NEG)
+    near, far = base.clone(), base.clone()
+    near[0, 4, 6], far[0, 6, 7] = 10.0, 10.0
+    assert soft.loss(near, MASK, GOLD) < soft.loss(far, MASK, GOLD)
+    assert hard.loss(near, MASK, GOLD).item() == pytest.approx(hard.loss(far, MASK, GOLD).item())
+
+
+def test_softmax_hard_is_todays_loss_and_soft_is_finite():
+    torch.manual_seed(0)
+    hard, soft = SoftmaxHead(8), SoftmaxHead(8, span_target="f1_soft")
+    soft.load_state_dict(hard.state_dict())
+    scores = hard(torch.randn(2, 8, 8), MASK.repeat(2, 1))
+    labels = torch.tensor([[[4, 5]], [[0, 0]]])
+    expected = (F.cross_entropy(scores[..., 0], labels[:, 0, 0]) + F.cross_entropy(scores[..., 1], labels[:, 0, 1])) / 2
+    assert hard.loss(scores, MASK.repeat(2, 1), labels).item() == expected.item()
+    loss = soft.loss(scores, MASK.repeat(2, 1), labels)
+    assert torch.isfinite(loss) and loss.item() != expected.item()
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="span_target must be one of"):
+        GlobalPointer(8, head_size=4, span_target="soft")
+    with pytest.raises(ValueError, match="needs loss='softmax'"):
+        GlobalPointer(8, head_size=4, loss="multilabel", span_target="f1_soft")
+    with pytest.raises(ValueError, match="span_temperature must be > 0"):
+        SoftmaxHead(8, span_target="f1_soft", span_temperature=0)
+
+
+SOFT = {"span_target": "f1_soft", "span_temperature": 0.3}
+
+
+@pytest.mark.parametrize("make", [lambda: SoftmaxHead(16, **SOFT), lambda: GlobalPointer(16, head_size=8, **SOFT),
+                                  lambda: EfficientGlobalPointer(16, head_size=8, **SOFT)])
+def test_f1_soft_heads_still_learn_the_gold_span(make):
+    torch.manual_seed(0)
+    head = make()
+    hidden, mask = torch.randn(4, 8, 16), MASK.repeat(4, 1)
+    labels = GOLD.repeat(4, 1, 1)
+    opt = torch.optim.Adam(head.parameters(), 0.05)
+    for _ in range(60):
+        loss = head.loss(head(hidden, mask), mask, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    from heads.base import top_spans
+    with torch.no_grad():
+        s, e, _, _ = top_spans(head.span_scores(head(hidden, mask), mask, None), 1)
+    assert s[:, 0].tolist() == [4] * 4 and e[:, 0].tolist() == [5] * 4
