@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 SKIP = ("hydra", "paths")  # Hydra's own settings and run-dir paths are not options of the project
-GROUPS = ("data", "encoder", "neck", "head", "optim", "trainer", "logger")
+GROUPS = ("data", "encoder", "neck", "head", "finetune", "optim", "trainer", "logger")
 
 
 def documented_keys(markdown: str) -> set[str]:

@@ -18,11 +18,13 @@ from safetensors.torch import load_file, save_file
 
 from heads import HEADS
 from mrc.model.encoder import from_checkpoint
+from mrc.model.finetune import FINETUNES, plain_encoder
 from mrc.model.necks import NECKS
 from mrc.model.span_model import SpanModel, max_positions
 
 # The sections built from an allow-list: name -> (classes by option name, the arguments the loader gives).
-_BUILT = {"head": (HEADS, {"hidden_size"}), "neck": (NECKS, {"hidden_size", "num_layers"})}
+_BUILT = {"head": (HEADS, {"hidden_size"}), "neck": (NECKS, {"hidden_size", "num_layers"}),
+          "finetune": (FINETUNES, set())}
 _SCALARS = (str, int, float, bool, type(None))
 # The keys a checkpoint's mrc.yaml may hold outside ``head``, with the types each accepts.
 _SECTIONS = {
@@ -44,12 +46,14 @@ def save(path: str | Path, model: SpanModel, tokenizer, cfg: DictConfig, null_th
     (``null_threshold``: the value to store when it was tuned during the run)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model.encoder.save_pretrained(path / "encoder", safe_serialization=True)
+    plain_encoder(model.encoder).save_pretrained(path / "encoder", safe_serialization=True)  # LoRA: merged
     tokenizer.save_pretrained(path / "tokenizer")
     state = {k: v.detach().contiguous().cpu() for k, v in model.span_state().items()}
     save_file(state, str(path / "span.safetensors"))
     keep = {"head": OmegaConf.to_container(cfg.head, resolve=True),
             "neck": OmegaConf.to_container(cfg.neck, resolve=True) if cfg.get("neck") else {"name": "none"},
+            "finetune": (OmegaConf.to_container(cfg.finetune, resolve=True) if cfg.get("finetune")
+                         else {"name": "full"}),
             "model": OmegaConf.to_container(cfg.model, resolve=True),
             "data": {k: cfg.data[k] for k in ("max_len", "max_query_len", "doc_stride")},
             "decode": OmegaConf.to_container(cfg.decode, resolve=True)}
@@ -74,9 +78,10 @@ def read_config(path: Path) -> DictConfig:
         raise CheckpointError(f"{file}: no 'head' section; copy the checkpoint again")
     for key in sorted(set(raw) - {*_BUILT, *_SECTIONS}):
         raise CheckpointError(f"{file}: unknown key {key!r}; a checkpoint's mrc.yaml holds only head, neck, "
-                              "model, data and decode")
-    if not isinstance(raw.get("neck", {}), dict):
-        raise CheckpointError(f"{file}: neck must be a mapping")
+                              "finetune, model, data and decode")
+    for section in ("neck", "finetune"):
+        if not isinstance(raw.get(section, {}), dict):
+            raise CheckpointError(f"{file}: {section} must be a mapping")
     for section, allowed in _SECTIONS.items():
         values = raw.get(section) or {}
         if not isinstance(values, dict):
@@ -156,6 +161,8 @@ def load(path: str | Path, device: str = "cpu"):
                              hidden_size=enc.hidden_size, num_layers=layers)
     head = head_from_config(OmegaConf.to_container(cfg.head), neck.out_size, file)
     model = SpanModel(enc.model, head, neck=neck, **cfg.get("model", {}))
+    tune_cfg = OmegaConf.to_container(cfg.finetune) if cfg.get("finetune") else {"name": "full"}
+    build_from_config("finetune", tune_cfg, file).restore(model)  # adapters: re-attached before their weights
     try:
         weights = load_file(str(span))
     except Exception as e:  # missing, truncated, not safetensors

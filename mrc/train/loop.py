@@ -24,11 +24,12 @@ NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
 def build_optimizer(model, optim, total_steps: int):
-    """AdamW with four groups (encoder / everything else x decay / no-decay) and warmup + linear decay."""
+    """AdamW with four groups (encoder / everything else x decay / no-decay) and warmup + linear decay.
+    New weights inside the encoder (LoRA's ``lora_A`` / ``lora_B``) train with the head's rate."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = []
     for part, lr in (("encoder", optim.encoder_lr), ("head", optim.head_lr)):
-        params = [(n, p) for n, p in named if n.startswith("encoder.") == (part == "encoder")]
+        params = [(n, p) for n, p in named if (n.startswith("encoder.") and "lora_" not in n) == (part == "encoder")]
         for decay in (True, False):
             chosen = [p for n, p in params if (not any(k in n for k in NO_DECAY)) == decay]
             if chosen:

@@ -24,6 +24,7 @@ from mrc.eval.metric import breakdown, evaluate
 from mrc.eval.nulls import apply_threshold, tune_threshold
 from mrc.train.inputs import ConfigError, check_overlap, load_data  # noqa: F401 (load_data: also for lexical)
 from mrc.train.splits import Split, robustness_metrics
+from mrc.model.finetune import count_parameters
 from mrc.model.span_model import SpanModel, max_positions
 from mrc.train.cpu_memory import retain_freed_memory
 from mrc.train.record import write_record
@@ -168,7 +169,12 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | No
     check_geometry(cfg, enc.model.config)
     neck = instantiate(cfg.neck, hidden_size=enc.hidden_size,
                        num_layers=getattr(enc.model.config, "num_hidden_layers", 0))
-    model = SpanModel(enc.model, instantiate(cfg.head, hidden_size=neck.out_size), neck=neck, **cfg.model).to(device)
+    model = SpanModel(enc.model, instantiate(cfg.head, hidden_size=neck.out_size), neck=neck, **cfg.model)
+    instantiate(cfg.finetune).apply(model)  # freeze / adapters / LoRA
+    model = model.to(device)
+    params = count_parameters(model)
+    log.info("parameters: %d trainable of %d (finetune=%s)", params["trainable"], params["total"],
+             cfg.finetune._target_.rsplit(".", 1)[-1])
     geometry = dict(max_len=cfg.data.max_len, max_query_len=cfg.data.max_query_len, doc_stride=cfg.data.doc_stride)
     log.info("tokenizing %d training questions into windows of %d tokens", len(train), cfg.data.max_len)
     train_windows, feat = build_windows(train, enc.tokenizer, training=True, **geometry)
@@ -186,13 +192,14 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | No
         logger.log_config(OmegaConf.to_container(cfg, resolve=True))
         return _fit_and_report(cfg, run_dir, model, enc.tokenizer, train, train_windows, splits, device,
                                amp, logger, {"train": train_stats, "eval": {n: s.stats for n, s in splits.items()},
-                                             "features": features, "root": str(root)}, job, d, resume_state)
+                                             "features": features, "root": str(root)}, job, d, resume_state,
+                               params)
     finally:
         logger.finish()
 
 
 def _fit_and_report(cfg, run_dir, model, tokenizer, train, train_windows, splits, device, amp, logger, data_info,
-                    job, d: Dist = Dist(), resume_state: dict | None = None):
+                    job, d: Dist = Dist(), resume_state: dict | None = None, params: dict | None = None):
     tr, pad_id = cfg.trainer, tokenizer.pad_token_id
     total, last = total_steps(train_windows, tr, d.world_size), n_epochs(tr)
     opt, sched = build_optimizer(model, cfg.optim, total)
@@ -214,7 +221,7 @@ def _fit_and_report(cfg, run_dir, model, tokenizer, train, train_windows, splits
             log.info("epoch %d: loss %.4f (not evaluated: trainer.eval_each_epoch=false)", epoch, ep["loss"])
         resumer.epoch_done(run_state, epoch)
     if d.is_main:
-        _report(cfg, run_dir, train, train_windows, splits, device, logger, data_info, job, run_state, d)
+        _report(cfg, run_dir, train, train_windows, splits, device, logger, data_info, job, run_state, d, params)
     return float(run_state.best_f1)
 
 
@@ -255,7 +262,7 @@ def _evaluate_epoch(cfg, run_dir, model, tokenizer, splits, device, amp, logger,
 
 
 def _report(cfg, run_dir, train, train_windows, splits, device, logger, data_info, job, run_state: RunProgress,
-            d: Dist) -> None:
+            d: Dist, params: dict | None = None) -> None:
     """metrics.json and the best epoch's predictions, scores and errors (rank 0 only)."""
     tr, train_s = cfg.trainer, run_state.train_seconds
     metrics = {
@@ -268,6 +275,8 @@ def _report(cfg, run_dir, train, train_windows, splits, device, logger, data_inf
         "eval_seconds": round(run_state.eval_seconds, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
         "data": data_info, "history": run_state.history,
     }
+    if params:
+        metrics["train"].update(trainable_params=params["trainable"], params=params["total"])
     if d.enabled:
         metrics["train"]["world_size"] = d.world_size
     if run_state.resumed:

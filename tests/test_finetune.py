@@ -1,0 +1,114 @@
+"""finetune=full|frozen|adapters|lora (issue 17): what trains, and a save -> load round trip per mode that
+gives the same scores and predictions."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from heads.globalpointer import GlobalPointer
+from mrc.model import checkpoint
+from mrc.model.finetune import FINETUNES, Adapters, count_parameters
+from mrc.model.span_model import SpanModel
+from tests.conftest import ROOT
+from tests.test_necks import batch, tiny_encoder
+
+MODES = {"full": {}, "frozen": {}, "adapters": {"size": 4}, "lora": {"rank": 2, "alpha": 4, "target_modules": "query,value"}}
+
+
+def make(mode):
+    torch.manual_seed(0)
+    enc = tiny_encoder()
+    model = SpanModel(enc.model, GlobalPointer(enc.hidden_size, head_size=8))
+    FINETUNES[mode](**MODES[mode]).apply(model)
+    return model, enc
+
+
+def train_a_little(model, tokenizer):
+    b = batch(tokenizer)
+    b["labels"] = torch.tensor([[[2, 3]], [[4, 6]]])
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    for _ in range(3):
+        opt.zero_grad()
+        model.loss(b).backward()
+        opt.step()
+    return model.eval()
+
+
+def test_what_trains_in_each_mode():
+    counts = {mode: count_parameters(make(mode)[0]) for mode in MODES}
+    head = sum(p.numel() for p in GlobalPointer(32, head_size=8).parameters())
+    assert counts["full"]["trainable"] == counts["full"]["total"]
+    assert counts["frozen"]["trainable"] == head
+    # 2 layers x 2 sites, each 32 -> 4 -> 32 with biases
+    assert counts["adapters"]["trainable"] == head + 4 * (32 * 4 + 4 + 4 * 32 + 32)
+    # query and value of 2 layers, each A (2 x 32) and B (32 x 2)
+    assert counts["lora"]["trainable"] == head + 4 * (2 * 32 + 32 * 2)
+    assert counts["lora"]["total"] == counts["full"]["total"] + 4 * 128
+
+
+def test_a_new_adapter_is_the_identity():
+    model, enc = make("full")
+    adapted, _ = make("adapters")
+    b = batch(enc.tokenizer)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(**b), adapted.eval()(**b), atol=1e-6)
+    assert len(adapted.adapters) == 4
+
+
+def _cfg(mode, tmp_path):
+    return OmegaConf.create({"head": {"_target_": "heads.globalpointer.GlobalPointer", "head_size": 8},
+                             "finetune": {"_target_": f"mrc.model.finetune.{FINETUNES[mode].__name__}", **MODES[mode]},
+                             "model": {"match_feature": False},
+                             "data": {"max_len": 64, "max_query_len": 16, "doc_stride": 16},
+                             "decode": {"max_answer_len": 16, "n_best": 5, "null_threshold": None,
+                                        "tune_on": "checklist", "save_nbest": False}})
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_save_load_round_trip_gives_the_same_scores(tmp_path, mode):
+    model, enc = make(mode)
+    model = train_a_little(model, enc.tokenizer)
+    path = checkpoint.save(tmp_path / "checkpoint", model, enc.tokenizer, _cfg(mode, tmp_path))
+    loaded, tokenizer, _ = checkpoint.load(path)
+    b = batch(tokenizer)
+    with torch.no_grad():
+        before, after = model(**b), loaded(**b)
+    valid = before > -1e11
+    assert torch.allclose(before[valid], after[valid], atol=1e-4)  # LoRA: merged weights, float rounding only
+    assert torch.equal(before.reshape(2, -1).argmax(1), after.reshape(2, -1).argmax(1))
+    span_keys = set(load_file(str(path / "span.safetensors")))
+    assert any(k.startswith("adapters.") for k in span_keys) == (mode == "adapters")
+    encoder_keys = set(load_file(str(path / "encoder" / "model.safetensors")))
+    assert not any("lora" in k for k in encoder_keys)  # merged: a plain HF encoder
+    if mode == "lora":  # training changed the merged weights, and the run's model still has its LoRA layers
+        assert type(model.encoder).__module__.startswith("peft")
+        assert type(loaded.encoder).__module__.startswith("transformers")
+
+
+def test_adapters_refuse_an_encoder_without_output_projections():
+    enc = tiny_encoder()
+    m = SpanModel(enc.model, GlobalPointer(enc.hidden_size, head_size=8))
+    m.encoder = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    m.encoder.config = enc.model.config
+    with pytest.raises(ValueError, match="finetune=adapters: the encoder has no"):
+        Adapters(size=4).apply(m)
+
+
+@pytest.mark.parametrize("mode", ["adapters", "lora"])
+def test_a_run_records_trainable_parameters_and_its_checkpoint_predicts_the_same(tmp_path, mode):
+    from mrc.train.pipeline import run
+    from tests.test_e2e import DEMO, compose_cfg
+
+    extra = ["finetune.size=8"] if mode == "adapters" else ["finetune.rank=4"]
+    cfg = compose_cfg(DEMO + ["head=efficient_globalpointer", f"finetune={mode}", *extra], tmp_path)
+    run(cfg, tmp_path)
+    train = json.loads((tmp_path / "metrics.json").read_text())["train"]
+    assert 0 < train["trainable_params"] < train["params"]
+    ref, out = tmp_path / "data" / "demo" / "dev.json", tmp_path / "again.json"
+    subprocess.run([sys.executable, "-m", "mrc.predict", str(tmp_path / "checkpoint"), str(ref), str(out)],
+                   capture_output=True, text=True, check=True, cwd=ROOT)
+    assert json.loads(out.read_text()) == json.loads((tmp_path / "predictions" / "in_domain.json").read_text())
