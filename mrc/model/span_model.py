@@ -21,6 +21,7 @@ class SpanModel(nn.Module):
         super().__init__()
         self.encoder, self.head = encoder, head
         self.neck = neck if neck is not None else NoNeck(encoder.config.hidden_size)
+        self.distiller = None  # a mrc.model.distill.Distiller (not a module: the teacher is never saved)
         # Encoders without segment embeddings (e.g. RoBERTa-style type_vocab_size=1) get no token types.
         self.use_token_types = getattr(encoder.config, "type_vocab_size", 0) > 1
         self.match_embed = None
@@ -43,9 +44,10 @@ class SpanModel(nn.Module):
         return self.head(self.neck(states, attention_mask), span_mask)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Head loss on one collated batch."""
+        """Head loss on one collated batch (mixed with the distillation loss when a teacher is set)."""
         scores = self(**batch)
-        return self.head.loss(scores, batch["span_mask"], batch["labels"])
+        gold = self.head.loss(scores, batch["span_mask"], batch["labels"])
+        return gold if self.distiller is None else self.distiller(scores, batch, gold)
 
     def span_state(self) -> dict[str, torch.Tensor]:
         """Parameters outside the encoder (head, neck, match embedding, adapters), for checkpoints."""

@@ -30,6 +30,7 @@ from mrc.train.cpu_memory import retain_freed_memory
 from mrc.train.record import write_record
 from mrc.train.resume import Resumer, RunProgress, preflight
 from mrc.train.outputs import write_outputs
+from mrc.train.teacher import attach_teacher
 from mrc.train.loop import build_optimizer, n_epochs, total_steps, train_epoch
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,7 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | No
     model = SpanModel(enc.model, instantiate(cfg.head, hidden_size=neck.out_size), neck=neck, **cfg.model)
     instantiate(cfg.finetune).apply(model)  # freeze / adapters / LoRA
     model = model.to(device)
+    attach_teacher(cfg.get("distill"), model, enc.tokenizer, cfg.data.max_len, device)  # distill.teacher
     params = count_parameters(model)
     log.info("parameters: %d trainable of %d (finetune=%s)", params["trainable"], params["total"],
              cfg.finetune._target_.rsplit(".", 1)[-1])

@@ -1,0 +1,112 @@
+"""Distillation (issue 17): KL(teacher || student) over each head's scores, mixed with the gold loss."""
+import copy
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from heads.base import NEG, valid_spans
+from heads.globalpointer import EfficientGlobalPointer, GlobalPointer
+from heads.softmax import SoftmaxHead
+from mrc.model.distill import Distiller, kd_loss, score_kind
+from mrc.model.span_model import SpanModel
+from mrc.train.inputs import ConfigError
+from mrc.train.teacher import attach_teacher
+from tests.test_necks import batch, tiny_encoder
+
+HEADS = {"softmax": lambda h: SoftmaxHead(h), "globalpointer": lambda h: GlobalPointer(h, head_size=8),
+         "efficient_globalpointer": lambda h: EfficientGlobalPointer(h, head_size=8)}
+
+
+def student(head_name, seed=0):
+    torch.manual_seed(seed)
+    enc = tiny_encoder()
+    return SpanModel(enc.model, HEADS[head_name](enc.hidden_size)), enc.tokenizer
+
+
+@pytest.mark.parametrize("head_name", sorted(HEADS))
+def test_a_copy_of_the_student_as_teacher_gives_zero_and_another_teacher_more(head_name):
+    model, tokenizer = student(head_name)
+    b = batch(tokenizer)
+    b["labels"] = torch.tensor([[[2, 3]], [[0, 0]]])
+    model.eval()
+    model.distiller = Distiller(copy.deepcopy(model), alpha=1.0, temperature=2.0, kind=score_kind(model.head))
+    same = model.loss(b)
+    assert abs(same.item()) < 1e-5
+    other, _ = student(head_name, seed=1)
+    with torch.no_grad():
+        for p in other.head.parameters():
+            p.add_(torch.randn_like(p))
+    model.distiller = Distiller(other, alpha=1.0, temperature=2.0, kind=score_kind(model.head))
+    loss = model.loss(b)
+    assert torch.isfinite(loss) and loss.item() > 1e-3
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.head.parameters())
+    assert not any(p.grad is not None for p in other.parameters())  # the teacher never trains
+    model.distiller = None
+    gold = model.loss(b)
+    model.distiller = Distiller(other, alpha=0.0, temperature=2.0, kind=score_kind(model.head))
+    assert model.loss(b).item() == pytest.approx(gold.item())  # alpha = 0: the gold loss alone
+
+
+def test_kd_on_a_grid_ignores_invalid_cells():
+    mask = torch.tensor([[True, False, True, True]])
+    valid = valid_spans(mask)
+    t = torch.randn(1, 4, 4).masked_fill(~valid, NEG)
+    s = t.clone()
+    s[~valid] = 5.0  # garbage in cells no span can take: no effect
+    assert kd_loss(s, t, mask, "grid").item() == pytest.approx(0.0, abs=1e-6)
+    s[0, 2, 3] += 1.0
+    assert kd_loss(s, t, mask, "grid").item() > 0
+
+
+def test_mismatched_heads_and_options_are_refused():
+    model, _ = student("globalpointer")
+    teacher, _ = student("softmax")
+    with pytest.raises(ValueError, match="the teacher's head \\(SoftmaxHead\\) scores start/end"):
+        Distiller(teacher, 0.5, 1.0, score_kind(model.head))
+    with pytest.raises(ValueError, match="distill.alpha must be in"):
+        Distiller(teacher, 1.5, 1.0, "start_end")
+
+
+def _save(model, tokenizer, path):
+    from mrc.model import checkpoint
+
+    cfg = OmegaConf.create({"head": {"_target_": "heads.softmax.SoftmaxHead"}, "model": {"match_feature": False},
+                            "data": {"max_len": 64, "max_query_len": 16, "doc_stride": 16},
+                            "decode": {"max_answer_len": 16, "n_best": 5, "null_threshold": None,
+                                       "tune_on": "checklist", "save_nbest": False}})
+    return checkpoint.save(path, model, tokenizer, cfg)
+
+
+def test_a_teacher_with_another_tokenizer_is_refused_in_one_line(tmp_path):
+    from mrc.model.encoder import tiny_bert
+
+    model, tokenizer = student("softmax")
+    other = tiny_bert(texts=["完全不同的词表", "another vocabulary"], layers=1, hidden_size=32, heads=2,
+                      intermediate_size=64, max_position=128)
+    _save(SpanModel(other.model, SoftmaxHead(32)), other.tokenizer, tmp_path / "teacher")
+    opts = OmegaConf.create({"teacher": str(tmp_path / "teacher"), "alpha": 0.5, "temperature": 1.0})
+    with pytest.raises(ConfigError, match="its tokenizer differs from the student's") as err:
+        attach_teacher(opts, model, tokenizer, 64, "cpu")
+    assert "\n" not in str(err.value)
+    _save(model, tokenizer, tmp_path / "same")
+    attach_teacher(OmegaConf.create({"teacher": str(tmp_path / "same"), "alpha": 0.5, "temperature": 1.0}),
+                   model, tokenizer, 64, "cpu")
+    assert model.distiller is not None and model.distiller.alpha == 0.5
+
+
+def test_a_tiny_run_with_a_teacher(tmp_path):
+    from mrc.train.pipeline import run
+    from tests.test_e2e import DEMO, compose_cfg
+
+    teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
+    run(compose_cfg(DEMO + ["head=globalpointer"], teacher_dir), teacher_dir)
+    # The same training texts give the same trained vocabulary, so the tokenizers match.
+    cfg = compose_cfg(DEMO + ["head=efficient_globalpointer", f"distill.teacher={teacher_dir}", "distill.alpha=0.7",
+                              "distill.temperature=2.0"], student_dir)
+    f1 = run(cfg, student_dir)
+    metrics = json.loads((student_dir / "metrics.json").read_text())
+    assert metrics["splits"]["in_domain"]["F1"] == f1 and metrics["history"][0]["loss"] > 0
+    assert (student_dir / "checkpoint" / "mrc.yaml").is_file()
