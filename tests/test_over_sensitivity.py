@@ -25,9 +25,11 @@ def test_interrogative_swaps_the_whole_question_word():
     assert {only("interrogative", "他今年多少岁？", s) for s in range(20)} == {"他今年多大？"}
 
 
-def test_synonym_replaces_one_table_word_each_way():
+def test_synonym_replaces_one_cilin_word():
+    # Issue 19: synonyms come from Tongyici Cilin (tests/test_paraphrase.py), not a hand list; 计算机 is on
+    # the deny list as a source (exam names such as 计算机等级考试), so the pair now goes one way only.
     assert only("synonym", "这台电脑多重？") == "这台计算机多重？"
-    assert only("synonym", "这台计算机多重？") == "这台电脑多重？"
+    assert only("synonym", "这台计算机多重？") is None
     outs = {only("synonym", "电脑的价格", s) for s in range(30)}
     assert outs == {"计算机的价格", "电脑的价钱"}  # exactly one occurrence replaced
     assert only("synonym", "他是谁？") is None
@@ -117,7 +119,9 @@ def test_contexts_answers_ids_untouched_and_counts_add_up():
         assert (qo["question"] == qs["question"]) == (qo["rule"] == "unchanged")
     rules = [qa["rule"] for qa in p_out["qas"]]
     assert counts["total"] == len(rules) == counts["changed"] + counts["unchanged"]
-    assert counts["unchanged"] == rules.count("unchanged") == 1
+    # Issue 19: the default rules are meaning-level paraphrases, which do not fit every question; those
+    # (and the unchangeable "?") are kept unchanged and counted.
+    assert counts["unchanged"] == rules.count("unchanged") >= 1 and rules[-1] == "unchanged"
     assert sum(counts["by_rule"].values()) == counts["changed"]
     assert all(counts["by_rule"][r] == rules.count(r) for r in RULES)
 

@@ -2,6 +2,9 @@
 
     python -m mrc.robustness build --rule over_stability --src dev.json --out out.json --seed 0
 
+Rules: over_sensitivity (synonym and question-template paraphrases), over_sensitivity_noise (typos,
+punctuation and spacing), over_stability (distractor sentences).
+
 The source is read like an evaluation file: a file that is not SQuAD-shaped is an error (exit 2), bad
 records (no id, no question, no context, malformed answers, duplicate ids) are skipped and counted, and
 every ``answer_start`` written is the answer's position in its context.
@@ -23,8 +26,9 @@ def builders() -> dict:
 
     out = {"over_stability": build_over_stability}
     try:
-        from .over_sensitivity import build_over_sensitivity
+        from .over_sensitivity import build_over_sensitivity, build_over_sensitivity_noise
         out["over_sensitivity"] = build_over_sensitivity
+        out["over_sensitivity_noise"] = build_over_sensitivity_noise
     except ImportError:  # pragma: no cover - module optional while it is being written
         pass
     return out

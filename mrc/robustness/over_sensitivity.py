@@ -2,12 +2,24 @@
 
 Contexts and answers are never touched; only the question text changes, one rule per question,
 chosen deterministically from (seed, question id) so that a split can be rebuilt exactly.
+
+Default rules change the wording the way the real over-sensitivity set does: ``synonym`` (a word
+replaced by a Tongyici Cilin synonym, ``thesaurus.py``) and ``template`` (the question frame rephrased
+by question type, ``templates.py`` and ``question_templates.json``). ``noise`` (one typo or a
+punctuation/spacing change) tests typing noise instead and is off unless asked for
+(``build_over_sensitivity_noise``). ``interrogative``, ``word_order``, ``typo`` and ``punctuation`` are
+the older single rules, still selectable by name.
 """
 import copy
 import random
 import re
 
-RULES = ("interrogative", "synonym", "word_order", "typo", "punctuation")
+from .templates import template
+from .thesaurus import synonym
+
+RULES = ("synonym", "template")  # the default: meaning-level rewrites only
+NOISE_RULES = ("noise",)
+ALL_RULES = RULES + NOISE_RULES + ("interrogative", "word_order", "typo", "punctuation")
 
 _CJK = "\u4e00-\u9fff"
 _CJK_RE = re.compile(f"[{_CJK}]")
@@ -19,18 +31,6 @@ _INTERROGATIVES = (
     ("哪一年", "哪年", "什么时候", "何时"), ("多少", "几"), ("是什么", "是啥"), ("哪里", "哪儿", "什么地方"),
     ("为什么", "为何"), ("怎么", "如何", "怎样"), ("谁", "哪位"), ("多久", "多长时间"), ("多大", "多少岁"),
     ("是什么时候", "是何时"), ("是什么地方", "是哪里"), ("怎么样",), ("几乎",),
-)
-# Word pairs that can stand in for each other inside a question without changing what is asked.
-_SYNONYMS = (
-    ("电脑", "计算机"), ("手机", "移动电话"), ("价格", "价钱"), ("大约", "大概"), ("喜欢", "喜爱"),
-    ("最好", "最佳"), ("方法", "办法"), ("医生", "大夫"), ("孩子", "小孩"), ("现在", "目前"),
-    ("马上", "立刻"), ("漂亮", "美丽"), ("爸爸", "父亲"), ("妈妈", "母亲"), ("一共", "总共"),
-    ("附近", "周边"), ("特别", "尤其"), ("告诉", "告知"), ("知道", "晓得"), ("电影", "影片"),
-    ("自行车", "单车"), ("出租车", "的士"), ("房子", "房屋"), ("朋友", "友人"), ("老师", "教师"),
-    ("城市", "都市"), ("地址", "住址"), ("年龄", "岁数"), ("图片", "照片"), ("因为", "由于"),
-    ("但是", "可是"), ("如果", "假如"), ("非常", "十分"), ("必须", "务必"), ("仍然", "依然"),
-    ("经常", "常常"), ("迅速", "快速"), ("区别", "差别"), ("原因", "缘故"), ("便宜", "廉价"),
-    ("费用", "花费"), ("能够", "可以"), ("小孩子",),
 )
 # Homophone / look-alike characters that a hurried typist confuses; readers still recover the meaning.
 _HOMOPHONES = (
@@ -49,7 +49,6 @@ def _alternatives(groups):
 
 
 _INTERROGATIVE_ALTS = _alternatives(_INTERROGATIVES)
-_SYNONYM_ALTS = _alternatives(_SYNONYMS)
 
 
 def _matches(text, alts):
@@ -76,10 +75,6 @@ def _replace_word(question, rng, alts):
 
 def _interrogative(question, rng):
     return _replace_word(question, rng, _INTERROGATIVE_ALTS)
-
-
-def _synonym(question, rng):
-    return _replace_word(question, rng, _SYNONYM_ALTS)
 
 
 # "A和B" with A at the start (or after 请问 / punctuation) and B ending before a particle, a question
@@ -143,19 +138,38 @@ def _punctuation(question, rng):
     return rng.choice(options)
 
 
-_RULE_FUNCS = {"interrogative": _interrogative, "synonym": _synonym, "word_order": _word_order,
-               "typo": _typo, "punctuation": _punctuation}
+def _noise(question, rng):
+    """Typing noise: one typo or one punctuation/spacing change, whichever applies (random order)."""
+    for func in rng.sample([_typo, _punctuation], 2):
+        new = func(question, rng)
+        if new:
+            return new
+    return None
 
 
-def rewrite(question, rng, rules=RULES):
-    """Rewrite ``question`` with the first applicable rule in a seeded random order: (new, rule) or None."""
+def _unprotected(func):
+    """A rule that never touches content words ignores the answer texts."""
+    return lambda question, rng, protect: func(question, rng)
+
+
+_RULE_FUNCS = {"synonym": synonym, "template": template, "noise": _unprotected(_noise),
+               "interrogative": _unprotected(_interrogative), "word_order": _unprotected(_word_order),
+               "typo": _unprotected(_typo), "punctuation": _unprotected(_punctuation)}
+
+
+def rewrite(question, rng, rules=RULES, protect=()):
+    """Rewrite ``question`` with the first applicable rule in a seeded random order: (new, rule) or None.
+
+    ``protect``: answer texts; a synonym never replaces a word that overlaps one of them.
+    """
+    rules = list(rules)
     unknown = [r for r in rules if r not in _RULE_FUNCS]
     if unknown:
-        raise ValueError(f"unknown over-sensitivity rule(s): {unknown}; known: {list(RULES)}")
+        raise ValueError(f"unknown over-sensitivity rule(s): {unknown}; known: {list(ALL_RULES)}")
     if not question or not question.strip():
         return None
-    for rule in rng.sample(list(rules), len(rules)):
-        new = _RULE_FUNCS[rule](question, rng)
+    for rule in rng.sample(rules, len(rules)):
+        new = _RULE_FUNCS[rule](question, rng, protect)
         if new and new.strip() and new != question:
             return new, rule
     return None
@@ -163,6 +177,7 @@ def rewrite(question, rng, rules=RULES):
 
 def build_over_sensitivity(src, seed=0, rules=RULES):
     """Deep-copy a SQuAD dict with each question rewritten; returns (built dict, counts)."""
+    rules = tuple(rules)
     out = copy.deepcopy(src)
     counts = {"total": 0, "changed": 0, "unchanged": 0, "by_rule": {r: 0 for r in rules}}
     for article in out.get("data", []):
@@ -171,7 +186,8 @@ def build_over_sensitivity(src, seed=0, rules=RULES):
                 original = qa.get("question", "")
                 # String seeds hash stably across processes (unlike hash()), so a split rebuilds exactly.
                 rng = random.Random(f"{seed}:{qa.get('id')}")
-                result = rewrite(original, rng, rules)
+                answers = tuple(a.get("text", "") for a in qa.get("answers") or [] if a.get("text"))
+                result = rewrite(original, rng, rules, protect=answers)
                 qa["original_question"] = original
                 counts["total"] += 1
                 if result is None:
@@ -182,6 +198,11 @@ def build_over_sensitivity(src, seed=0, rules=RULES):
                     counts["changed"] += 1
                     counts["by_rule"][result[1]] += 1
     return out, counts
+
+
+def build_over_sensitivity_noise(src, seed=0):
+    """The typing-noise variant: every question gets one typo or punctuation/spacing change."""
+    return build_over_sensitivity(src, seed=seed, rules=NOISE_RULES)
 
 
 def consistency(original_preds, rewritten_preds):
