@@ -41,7 +41,12 @@ VOLATILE_KEYS = ("logger", "paths", "trainer.resume", "trainer.resume_every", "t
                  "trainer.log_every", "trainer.device", "trainer.retain_freed_memory")
 # Options added after states were first written, with the value that reproduces the behaviour from before
 # they existed: a state without the key resumes when the run sets exactly that value.
-ADDED_KEYS = {"optim.fused": False, "trainer.eval_each_epoch": True, "data.eval_splits": None}
+ADDED_KEYS = {"optim.fused": False, "trainer.eval_each_epoch": True, "data.eval_splits": None,
+              # issue 17: a state written before necks, fine-tuning modes, distillation and span targets
+              # existed had none of them, which is what these defaults do
+              "neck._target_": "mrc.model.necks.NoNeck", "finetune._target_": "mrc.model.finetune.Full",
+              "distill.teacher": None, "distill.alpha": 0.5, "distill.temperature": 1.0,
+              "head.span_target": "hard", "head.span_temperature": 1.0}
 
 
 class ResumeError(ValueError):

@@ -1,0 +1,27 @@
+"""A resumable state written before issue 17's options existed still resumes with their defaults, and not
+with another value."""
+import json
+from pathlib import Path
+
+import pytest
+
+from mrc.train.distributed import Dist
+from mrc.train.resume import VERSION, ResumeError, check_compatible, config_items
+from tests.test_e2e import DEMO, compose_cfg
+
+NEW = ("neck.", "finetune.", "distill.", "head.span_target", "head.span_temperature")
+
+
+def old_state(cfg):
+    items = {k: v for k, v in config_items(cfg).items() if not k.startswith(NEW)}
+    return {"version": VERSION, "world_size": 1, "config": json.dumps(items)}
+
+
+def test_a_state_from_before_the_new_options_resumes_with_their_defaults(tmp_path):
+    cfg = compose_cfg(DEMO + ["head=globalpointer"], tmp_path)
+    check_compatible(old_state(cfg), cfg, Dist(), Path("state.pt"))
+    for override, key in (("neck=bigru", "neck._target_"), ("finetune=frozen", "finetune._target_"),
+                          ("head.span_target=f1_soft", "head.span_target")):
+        changed = compose_cfg(DEMO + ["head=globalpointer", override], tmp_path)
+        with pytest.raises(ResumeError, match=key.replace(".", r"\.")):
+            check_compatible(old_state(cfg), changed, Dist(), Path("state.pt"))
