@@ -3,8 +3,10 @@
 A head maps encoder states to scores and knows three things about them:
 
 - ``forward(hidden, span_mask) -> scores``   hidden (B, L, H), span_mask (B, L) bool -> head-specific
-- ``loss(scores, span_mask, labels) -> ()``  labels (B, K, 2) long, inclusive (start, end), -1 padded;
-                                             (0, 0) = the [CLS] "no answer in this window" slot
+- ``loss(scores, span_mask, labels, token_chars=None) -> ()``  labels (B, K, 2) long, inclusive (start, end),
+                                             -1 padded; (0, 0) = the [CLS] "no answer in this window" slot;
+                                             token_chars (B, L): characters per context token (for
+                                             ``span_target=f1_soft``, ``heads.targets``; None: one each)
 - ``span_scores(scores, span_mask, max_answer_len) -> (B, L, A)`` float32 *band* of span scores:
   cell ``[s, o]`` scores the span ``(s, s + o)``, ``A = min(max_answer_len, L)`` (``L`` for None).
   Scores are on a scale comparable ACROSS windows (each head documents its scale); invalid cells hold
@@ -29,7 +31,8 @@ class SpanHead(nn.Module):
     def forward(self, hidden: torch.Tensor, span_mask: torch.Tensor):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def loss(self, scores, span_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+    def loss(self, scores, span_mask: torch.Tensor, labels: torch.Tensor,
+             token_chars: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def span_scores(self, scores, span_mask: torch.Tensor, max_answer_len: int | None) -> torch.Tensor:  # pragma: no cover

@@ -87,13 +87,13 @@ class GlobalPointer(SpanHead):
         q, k, _ = self.qk(hidden)
         return masked_pair_scores(q / math.sqrt(self.head_size), k, span_mask)
 
-    def loss(self, scores, span_mask, labels):
+    def loss(self, scores, span_mask, labels, token_chars=None):
         """Softmax CE over the flattened grid (first gold; one-hot or F1-soft target) or multi-label CE
         over all golds."""
         B, L, _ = scores.shape
         flat = scores.reshape(B, L * L)
         if self.span_target == "f1_soft":
-            target = f1_soft_grid(labels, scores > NEG / 2, self.span_temperature)
+            target = f1_soft_grid(labels, scores > NEG / 2, self.span_temperature, token_chars)
             return soft_cross_entropy(flat, target.reshape(B, L * L))
         if self.loss_type == "softmax":
             return nn.functional.cross_entropy(flat, primary_target(labels, L))

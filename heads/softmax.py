@@ -28,11 +28,11 @@ class SoftmaxHead(SpanHead):
         logits = self.proj(self.dropout(hidden)).float()
         return logits.masked_fill(~span_mask[:, :, None], NEG)
 
-    def loss(self, scores, span_mask, labels):
+    def loss(self, scores, span_mask, labels, token_chars=None):
         """Mean of start and end cross-entropy against the first gold span of each window (one-hot, or
         F1-soft start/end targets: ``heads.targets``)."""
         if self.span_target == "f1_soft":
-            q_start, q_end = f1_soft_positions(labels, span_mask, self.span_temperature)
+            q_start, q_end = f1_soft_positions(labels, span_mask, self.span_temperature, token_chars)
             return (soft_cross_entropy(scores[..., 0], q_start) + soft_cross_entropy(scores[..., 1], q_end)) / 2
         start, end = labels[:, 0, 0], labels[:, 0, 1]
         return (F.cross_entropy(scores[..., 0], start) + F.cross_entropy(scores[..., 1], end)) / 2

@@ -7,15 +7,26 @@ import torch.nn.functional as F
 from heads.base import NEG, valid_spans
 from heads.globalpointer import EfficientGlobalPointer, GlobalPointer
 from heads.softmax import SoftmaxHead
-from heads.targets import f1_soft_grid, f1_soft_positions, span_f1
+from heads.targets import cumulative_chars, f1_soft_grid, f1_soft_positions, span_f1
 
 MASK = torch.tensor([[True, False, False, True, True, True, True, True]])  # [CLS] q [SEP] c c c c c
 GOLD = torch.tensor([[[4, 5]]])  # two context tokens
 
 
-def test_span_f1_by_hand():
-    f1 = span_f1(torch.tensor([4, 4, 3, 6, 5]), torch.tensor([5, 6, 5, 7, 4]), torch.tensor(4), torch.tensor(5))
-    assert f1.tolist() == pytest.approx([1.0, 0.8, 0.8, 0.0, 0.0])  # exact, one more token each side, far, empty
+def test_span_f1_by_hand_in_tokens_and_in_characters():
+    starts, ends = torch.tensor([[4, 4, 3, 6, 5]]), torch.tensor([[5, 6, 5, 7, 4]])
+    gs, ge = torch.tensor([[4]]), torch.tensor([[5]])
+    f1 = span_f1(cumulative_chars(None, MASK), starts, ends, gs, ge)
+    assert f1[0].tolist() == pytest.approx([1.0, 0.8, 0.8, 0.0, 0.0])  # exact, one more token each side, far, empty
+    chars = torch.tensor([[0, 0, 0, 1, 1, 1, 4, 1]])  # token 6 is a 4-character word (e.g. "2189")
+    f1 = span_f1(cumulative_chars(chars, MASK), starts, ends, gs, ge)
+    assert f1[0].tolist() == pytest.approx([1.0, 0.5, 0.8, 0.0, 0.0])  # (4, 6): 2 of 6 characters, 2 * 2 / 8
+
+
+def test_grid_target_counts_characters():
+    chars = torch.tensor([[0, 0, 0, 1, 1, 1, 4, 1]])
+    q = f1_soft_grid(GOLD, valid_spans(MASK), temperature=1.0, token_chars=chars)[0]
+    assert q[4, 6].item() == pytest.approx(q[4, 5].item() * 0.5) and q[3, 5].item() == pytest.approx(q[4, 5].item() * 0.8)
 
 
 def test_grid_target_gives_near_spans_partial_mass_and_far_spans_none():
@@ -100,3 +111,16 @@ def test_f1_soft_heads_still_learn_the_gold_span(make):
     with torch.no_grad():
         s, e, _, _ = top_spans(head.span_scores(head(hidden, mask), mask, None), 1)
     assert s[:, 0].tolist() == [4] * 4 and e[:, 0].tolist() == [5] * 4
+
+
+def test_collate_gives_each_context_token_its_character_count():
+    import numpy as np
+
+    from mrc.data.batching import collate
+    from mrc.data.features import Window
+
+    offsets = np.array([[-1, -1], [-1, -1], [0, 1], [1, 5], [5, 6]])  # [CLS] [SEP] 北 2189 年
+    w = Window(0, np.arange(5), np.zeros(5, np.int64), offsets[:, 0] >= 0, offsets, [(3, 3)])
+    short = Window(0, np.arange(3), np.zeros(3, np.int64), np.array([True, False, True]),
+                   np.array([[-1, -1], [-1, -1], [0, 2]]))
+    assert collate([w, short], pad_id=0)["token_chars"].tolist() == [[0, 0, 1, 4, 1], [0, 0, 2, 0, 0]]

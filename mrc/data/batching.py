@@ -8,7 +8,8 @@ from mrc.data.features import Window
 
 
 def collate(windows: list[Window], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad a list of windows to the longest one: ids/masks (B, L), labels (B, K, 2) padded with -1."""
+    """Pad a list of windows to the longest one: ids/masks (B, L), labels (B, K, 2) padded with -1, and
+    ``token_chars`` (B, L): characters of each context token (0 elsewhere), for span-F1-aware targets."""
     B, L = len(windows), max(len(w.input_ids) for w in windows)
     K = max(len(w.labels) for w in windows)
     input_ids = np.full((B, L), pad_id, np.int64)
@@ -17,6 +18,7 @@ def collate(windows: list[Window], pad_id: int) -> dict[str, torch.Tensor]:
     span_mask = np.zeros((B, L), bool)
     question_match = np.zeros((B, L), np.int64)
     labels = np.full((B, K, 2), -1, np.int64)
+    token_chars = np.zeros((B, L), np.int64)
     for b, w in enumerate(windows):
         n = len(w.input_ids)
         input_ids[b, :n] = w.input_ids
@@ -26,9 +28,12 @@ def collate(windows: list[Window], pad_id: int) -> dict[str, torch.Tensor]:
         if w.question_match is not None:
             question_match[b, :n] = w.question_match
         labels[b, :len(w.labels)] = w.labels
+        offs = np.asarray(w.offsets)
+        token_chars[b, :n] = np.where(offs[:, 0] >= 0, offs[:, 1] - offs[:, 0], 0)
     return {"input_ids": torch.from_numpy(input_ids), "token_type_ids": torch.from_numpy(token_type_ids),
             "attention_mask": torch.from_numpy(attention_mask), "span_mask": torch.from_numpy(span_mask),
-            "question_match": torch.from_numpy(question_match), "labels": torch.from_numpy(labels)}
+            "question_match": torch.from_numpy(question_match), "labels": torch.from_numpy(labels),
+            "token_chars": torch.from_numpy(token_chars)}
 
 
 def batches(lengths: list[int], batch_size: int, *, shuffle: bool, seed: int = 0,

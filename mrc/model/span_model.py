@@ -46,7 +46,7 @@ class SpanModel(nn.Module):
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Head loss on one collated batch (mixed with the distillation loss when a teacher is set)."""
         scores = self(**batch)
-        gold = self.head.loss(scores, batch["span_mask"], batch["labels"])
+        gold = self.head.loss(scores, batch["span_mask"], batch["labels"], token_chars=batch.get("token_chars"))
         return gold if self.distiller is None else self.distiller(scores, batch, gold)
 
     def span_state(self) -> dict[str, torch.Tensor]:
