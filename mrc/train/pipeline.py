@@ -192,6 +192,7 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | No
     logger = instantiate(cfg.logger, dir=str(run_dir), job=job) if d.is_main else NullLogger()
     try:
         logger.log_config(OmegaConf.to_container(cfg, resolve=True))
+        logger.summary({"params/trainable": params["trainable"], "params/total": params["total"]})
         return _fit_and_report(cfg, run_dir, model, enc.tokenizer, train, train_windows, splits, device,
                                amp, logger, {"train": train_stats, "eval": {n: s.stats for n, s in splits.items()},
                                              "features": features, "root": str(root)}, job, d, resume_state,
