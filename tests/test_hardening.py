@@ -13,22 +13,7 @@ from omegaconf import OmegaConf
 from mrc.data.squad import DataError, load_squad
 from tests.conftest import ROOT
 from tests.test_e2e import DEMO, compose_cfg
-
-CTX = "北京是中国的首都，北京很大。"
-
-
-def squad(*qas, context=CTX):
-    return {"data": [{"title": "t", "paragraphs": [{"context": context, "qas": list(qas)}]}]}
-
-
-def qa(qid, text="首都", start=6, **kw):
-    return {"id": qid, "question": "首都是哪里？", "answers": [{"text": text, "answer_start": start}], **kw}
-
-
-def write(path, obj, bom=False):
-    text = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)
-    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
-    return path
+from tests.test_hardening_data import CTX, qa, squad, write  # the shared hand-made SQuAD records
 
 
 # ---------------------------------------------------------------- 2. a refused resume keeps the record

@@ -12,6 +12,7 @@ the HuggingFace tokenizers' ``stride`` argument.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,13 +86,15 @@ def clean_offsets(context: str, offsets: np.ndarray) -> np.ndarray:
     may start on the space before the word (trimmed here), and a marker inserted before the text overlaps
     the next token (made zero-width here). Zero-width tokens stay in the window but never enter the
     ``span_mask``. WordPiece offsets pass unchanged."""
-    for k in range(len(offsets)):
-        a, b = offsets[k]
-        while a < b and context[a].isspace():
-            a += 1
-        if k + 1 < len(offsets) and offsets[k + 1, 0] < b:  # overlaps its successor: an inserted marker
-            a = b = min(a, offsets[k + 1, 0])
-        offsets[k] = a, b
+    a, b = offsets[:, 0], offsets[:, 1]
+    next_start = offsets[1:, 0].copy()
+    marker = np.flatnonzero(next_start < b[:-1])  # overlaps its successor: an inserted marker
+    space = np.zeros(len(context) + 1, bool)
+    space[[m.start() for m in re.finditer(r"\s", context)]] = True
+    for k in np.flatnonzero((a < b) & space[np.minimum(a, len(context))]):  # rare: SentencePiece's "▁word"
+        while a[k] < b[k] and space[a[k]]:
+            a[k] += 1
+    a[marker] = b[marker] = np.minimum(a[marker], next_start[marker])
     return offsets
 
 
