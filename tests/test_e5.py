@@ -168,6 +168,21 @@ def test_offsets_cover_each_non_space_character_once(e5):
     assert zero.any() and not w.span_mask[zero].any()
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_labels_of_answers_with_edge_spaces_are_cells_the_head_can_score(e5, e5_split, split):
+    """A gold text with a leading or trailing space (CMRC 2018 has such answers) once started on the
+    zero-width word marker: a label outside the span mask, whose loss is ~1e12."""
+    tok = e5_split if split else e5.tokenizer
+    context = "漫画作品 棒球运动漫画作品， 2010年出版。 一个半小时以内 拿到"
+    answers = [" 棒球运动漫画作品", "一个半小时以内 ", " 2010年"]
+    ex = Example("x", "什么作品", context, answers, [context.index(a) for a in answers])
+    (w,), _ = build_windows([ex], tok, max_len=64, max_query_len=8, doc_stride=8, training=True)
+    assert len(w.labels) == 3
+    for (s, e), answer in zip(w.labels, answers):
+        assert w.span_mask[s] and w.span_mask[e] and s <= e
+        assert context[w.offsets[s, 0]:w.offsets[e, 1]] == answer.strip()
+
+
 def test_split_cjk_survives_save_and_reload(e5, e5_split, tmp_path):
     from transformers import AutoTokenizer
 

@@ -154,6 +154,15 @@ def test_token_span_partial_and_outside():
     assert token_span(offs, 9, 12) == (-1, -1)
 
 
+def test_token_span_never_starts_or_ends_on_a_zero_width_marker():
+    # "a ▁bc": SentencePiece's inserted marker is made zero-width at (2, 2) by clean_offsets; an answer
+    # text with a leading space (" bc", from char 1) used to start on it, a cell outside every span_mask
+    offs = np.array([[0, 1], [2, 2], [2, 4], [5, 5], [5, 6]])
+    assert token_span(offs, 1, 4) == (2, 2)
+    assert token_span(offs, 2, 5) == (2, 2)  # trailing space before the next marker
+    assert token_span(offs, 1, 2) == (-1, -1)  # only the space: no real token
+
+
 def test_slow_tokenizer_rejected():
     class Slow:
         is_fast = False

@@ -71,9 +71,13 @@ def check_lengths(max_len: int, max_query_len: int, doc_stride: int) -> int:
 
 
 def token_span(offsets: np.ndarray, char_start: int, char_end: int) -> tuple[int, int]:
-    """Inclusive token span (into ``offsets`` rows) covering ``[char_start, char_end)``, or (-1, -1)."""
-    ends_after = np.nonzero(offsets[:, 1] > char_start)[0]
-    starts_before = np.nonzero(offsets[:, 0] < char_end)[0]
+    """Inclusive token span (into ``offsets`` rows) covering ``[char_start, char_end)``, or (-1, -1).
+
+    Zero-width tokens (SentencePiece markers, see :func:`clean_offsets`) never bound a span: they are
+    outside every ``span_mask``, so a label on one would be a cell no head can score."""
+    real = offsets[:, 1] > offsets[:, 0]
+    ends_after = np.nonzero(real & (offsets[:, 1] > char_start))[0]
+    starts_before = np.nonzero(real & (offsets[:, 0] < char_end))[0]
     if len(ends_after) == 0 or len(starts_before) == 0 or ends_after[0] > starts_before[-1]:
         return -1, -1
     return int(ends_after[0]), int(starts_before[-1])
