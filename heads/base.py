@@ -11,6 +11,8 @@ A head maps encoder states to scores and knows three things about them:
   cell ``[s, o]`` scores the span ``(s, s + o)``, ``A = min(max_answer_len, L)`` (``L`` for None).
   Scores are on a scale comparable ACROSS windows (each head documents its scale); invalid cells hold
   ``NEG`` and cell ``[0, 0]`` is the window's ``null_score``.
+- ``token_scores(scores, span_mask) -> (B, L, 2) | None``  per-token start / end scores where the head has
+  them (softmax: log p(start), log p(end)), for pictures (``mrc.serve``); None for span-grid heads.
 
 Decoding only ever needs spans of at most ``max_answer_len`` tokens, so the band holds ``L * A`` cells
 instead of the full ``L * L`` grid (A = 30 of L = 384: 13x fewer). ``top_spans`` then takes the n best
@@ -37,6 +39,10 @@ class SpanHead(nn.Module):
 
     def span_scores(self, scores, span_mask: torch.Tensor, max_answer_len: int | None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def token_scores(self, scores, span_mask: torch.Tensor) -> torch.Tensor | None:
+        """Per-token (start, end) scores, (B, L, 2); None when the head scores whole spans only."""
+        return None
 
 
 def valid_spans(span_mask: torch.Tensor, max_answer_len: int | None = None) -> torch.Tensor:

@@ -29,7 +29,9 @@ def rotary(x: torch.Tensor) -> torch.Tensor:
     B, L, d = x.shape
     inv_freq = 10000.0 ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
     angle = torch.arange(L, device=x.device, dtype=torch.float32)[:, None] * inv_freq[None]  # (L, d/2)
-    cos, sin = angle.cos().repeat_interleave(2, -1), angle.sin().repeat_interleave(2, -1)
+    # each angle twice, (L, d): the values of repeat_interleave(2, -1), which ONNX export mistranslates
+    cos = torch.stack([angle.cos()] * 2, dim=2).reshape(L, d)
+    sin = torch.stack([angle.sin()] * 2, dim=2).reshape(L, d)
     rotated = torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).reshape(B, L, d)
     return x * cos + rotated * sin
 

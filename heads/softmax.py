@@ -44,3 +44,7 @@ class SoftmaxHead(SpanHead):
         A = band_width(L, max_answer_len)
         band = logp[:, :, None, 0] + logp[:, band_index(L, A, logp.device), 1]  # (B, L, A)
         return band.masked_fill_(~span_band(span_mask, A), NEG)
+
+    def token_scores(self, scores, span_mask):
+        """(B, L, 2) ``log p(start)``, ``log p(end)`` per token (``NEG``-level outside ``span_mask``)."""
+        return scores.log_softmax(dim=1)

@@ -11,8 +11,10 @@ checks it)::
     pretrain/    masked-LM pretraining, its corpus and held-out scores, vocabulary transplant
     report/      ablation tables, plots and significance over run directories
     bench/       training / evaluation speed against the HuggingFace peer
+    serve/       using a trained model: HTTP API and web page, span-score pictures, ONNX export
 
 The heads live beside it in the top-level ``heads`` package. The modules directly under ``mrc/``
-(``evaluate``, ``predict``, ``lexical``, ``transplant``) are the documented ``python -m mrc.X`` commands
+(``evaluate``, ``predict``, ``lexical``, ``transplant``, ``explain``, ``export``; ``python -m mrc.serve`` is
+``serve/__main__``) are the documented ``python -m mrc.X`` commands
 and only forward to the code in the subpackages.
 """

@@ -23,11 +23,12 @@ ALLOWED = {
     "mrc.pretrain": {"mrc.data", "mrc.model", "mrc.train"},
     "mrc.report": set(),
     "mrc.bench": {"mrc.data", "mrc.model", "mrc.eval", "mrc.train", "heads"},
+    "mrc.serve": {"mrc.data", "mrc.model", "mrc.eval", "heads"},
     "mrc": {"mrc.data", "mrc.robustness", "mrc.model", "mrc.eval", "mrc.train", "mrc.pretrain", "mrc.report",
-            "mrc.bench", "heads"},  # the command shims directly under mrc/
+            "mrc.bench", "mrc.serve", "heads"},  # the command shims directly under mrc/
 }
 COMMANDS = ["mrc.evaluate", "mrc.predict", "mrc.report", "mrc.pretrain", "mrc.bench", "mrc.robustness",
-            "mrc.lexical", "mrc.transplant"]
+            "mrc.lexical", "mrc.transplant", "mrc.serve", "mrc.explain", "mrc.export"]
 
 
 def module_name(path: Path) -> str:

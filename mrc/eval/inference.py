@@ -41,6 +41,8 @@ def postprocess(examples: list[Example], windows: list[Window], starts, ends, sc
                 n_best: int, null_threshold: float | None = None):
     """Best answer per example across its windows, plus an n-best list and null scores.
 
+    Each candidate: ``text``, character offsets ``start`` / ``end`` (exclusive) into the context, ``score``,
+    and ``window``: which of the question's windows (0-based, in context order) scored it best.
     A question's ``null_score`` is the smallest [CLS] score over its windows (the window most sure an
     answer is present). With ``null_threshold`` set, the empty answer is predicted when
     ``null_score - best_span_score > null_threshold``; with ``None`` the best span is always returned.
@@ -51,20 +53,34 @@ def postprocess(examples: list[Example], windows: list[Window], starts, ends, sc
     predictions, nbest = {}, {}
     for i, ex in enumerate(examples):
         cands, q_null = {}, float("inf")
-        for w in by_example.get(i, []):
+        for k, w in enumerate(by_example.get(i, [])):
             q_null = min(q_null, float(null[w]))
             offs = windows[w].offsets
             ok = scores[w] > NEG / 2
             cs, ce = offs[starts[w][ok], 0], offs[ends[w][ok], 1]
             for a, b, sc in zip(cs.tolist(), ce.tolist(), scores[w][ok].tolist()):
-                if a >= 0 and b > a and sc > cands.get((a, b), -np.inf):
-                    cands[(a, b)] = sc  # the same text span seen from overlapping windows: keep the best
-        ranked = sorted(cands.items(), key=lambda kv: -kv[1])[:n_best]
+                if a >= 0 and b > a and sc > cands.get((a, b), (-np.inf,))[0]:
+                    cands[(a, b)] = (sc, k)  # the same text span seen from overlapping windows: keep the best
+        ranked = sorted(cands.items(), key=lambda kv: -kv[1][0])[:n_best]
         best_text = ex.context[ranked[0][0][0]:ranked[0][0][1]] if ranked else ""
-        best_score = ranked[0][1] if ranked else -np.inf
+        best_score = ranked[0][1][0] if ranked else -np.inf
         if null_threshold is not None and q_null - best_score > null_threshold:
             best_text = ""
         predictions[ex.id] = best_text
         nbest[ex.id] = {"null_score": q_null, "candidates": [
-            {"text": ex.context[a:b], "start": a, "score": sc} for (a, b), sc in ranked]}
+            {"text": ex.context[a:b], "start": a, "end": b, "score": sc, "window": k}
+            for (a, b), (sc, k) in ranked]}
     return predictions, nbest
+
+
+@torch.inference_mode()
+def window_scores(model, window: Window, *, max_answer_len: int | None, device, pad_id: int):
+    """What :func:`score_windows` ranks, for one window, to draw: the head's band (L, A) (cell ``[s, o]`` =
+    span ``(s, s + o)``, ``NEG`` where invalid) and its per-token (start, end) scores (L, 2), or None for
+    heads that score whole spans only (``SpanHead.token_scores``)."""
+    model.eval()
+    batch = {k: v.to(device) for k, v in collate([window], pad_id).items()}
+    out = model(**batch)
+    band = model.head.span_scores(out, batch["span_mask"], max_answer_len)[0]
+    tokens = model.head.token_scores(out, batch["span_mask"])
+    return band.float().cpu().numpy(), None if tokens is None else tokens[0].float().cpu().numpy()

@@ -4,6 +4,8 @@
     python -m mrc.predict CHECKPOINT_DIR --question 问题 --context 上下文
 
 INPUT.json is SQuAD format (answers not needed); OUT.json is the submission format ``{id: answer}``.
+``--quantize int8`` (int8 encoder on CPU) or ``--onnx FILE`` (a graph from ``python -m mrc.export``, run by
+ONNX Runtime) make CPU inference faster.
 """
 from __future__ import annotations
 
@@ -16,16 +18,44 @@ from pathlib import Path
 import torch
 
 from mrc.model import checkpoint
+from mrc.model.quantize import QUANTIZE, FastModelError, OnnxSpanModel, quantize_int8
 from mrc.data.squad import DataError, Example, load_squad
 from mrc.data.features import build_windows
 from mrc.eval.inference import postprocess, score_windows
 
 
+def make_windows(examples: list[Example], tokenizer, cfg):
+    """The windows :func:`predict` scores: the geometry the model was trained with."""
+    return build_windows(examples, tokenizer, max_len=cfg.data.max_len, max_query_len=cfg.data.max_query_len,
+                         doc_stride=cfg.data.doc_stride, training=False)[0]
+
+
+def load_for_inference(path, device: str = "cpu", *, quantize: str | None = None, onnx=None):
+    """(model, tokenizer, cfg) from a checkpoint, the model optionally int8-quantised (``quantize="int8"``)
+    or replaced by an ONNX graph exported from this checkpoint (``onnx=FILE``); both run on CPU only."""
+    if quantize is not None and onnx is not None:
+        raise FastModelError("--quantize and --onnx exclude each other; pick one")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise FastModelError(f"--quantize {quantize!r}: one of {', '.join(QUANTIZE)}")
+    if (quantize or onnx) and torch.device(device).type != "cpu":
+        raise FastModelError(f"--quantize / --onnx run on the CPU; drop --device {device} or use --device cpu")
+    model, tokenizer, cfg = checkpoint.load(path, device)
+    if quantize == "int8":
+        model = quantize_int8(model)
+    elif onnx is not None:
+        model = OnnxSpanModel(onnx, checkpoint_dir=path, threads=torch.get_num_threads())
+        if model.max_answer_len != cfg.decode.max_answer_len:
+            raise FastModelError(f"{onnx}: exported for max_answer_len={model.max_answer_len}, the checkpoint "
+                                 f"decodes with {cfg.decode.max_answer_len}; export it again")
+    return model, tokenizer, cfg
+
+
 def predict(model, tokenizer, cfg, examples: list[Example], *, batch_size: int = 64, device: str = "cpu",
-            progress: bool = False, null_threshold: float | None = None):
-    """Answers and n-best lists for ``examples`` with the window geometry the model was trained with."""
-    windows, _ = build_windows(examples, tokenizer, max_len=cfg.data.max_len, max_query_len=cfg.data.max_query_len,
-                               doc_stride=cfg.data.doc_stride, training=False)
+            progress: bool = False, null_threshold: float | None = None, windows=None):
+    """Answers and n-best lists for ``examples`` with the window geometry the model was trained with
+    (``windows``: those :func:`make_windows` built for ``examples``, when the caller needs them too)."""
+    if windows is None:
+        windows = make_windows(examples, tokenizer, cfg)
     n_best = cfg.decode.n_best
     arrays = score_windows(model, windows, batch_size=batch_size, max_answer_len=cfg.decode.max_answer_len,
                            n_best=n_best, device=device, pad_id=tokenizer.pad_token_id, progress=progress)
@@ -50,7 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--question", help="predict one question (with --context) and print the answer")
     ap.add_argument("--context")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available; cpu with "
+                    "--quantize / --onnx)")
+    fast = ap.add_mutually_exclusive_group()
+    fast.add_argument("--quantize", choices=QUANTIZE, help="int8: dynamic int8 quantisation of the encoder's "
+                      "linear layers (CPU)")
+    fast.add_argument("--onnx", type=Path, help="run this ONNX file from python -m mrc.export (exported from "
+                      "the same checkpoint) with ONNX Runtime (CPU)")
     ap.add_argument("--null-threshold", type=float, default=None,
                     help="answer '' when null_score - best_span_score > this (default: the checkpoint's)")
     args = ap.parse_args(argv)
@@ -62,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{flag} is empty: give the {'question to ask' if flag == '--question' else 'passage to read'}")
     if not single and not (args.input and args.output):
         ap.error("give INPUT.json and OUT.json, or --question and --context")
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() and not (args.quantize or args.onnx) else "cpu"
     try:
-        model, tokenizer, cfg = checkpoint.load(args.checkpoint, args.device)
+        model, tokenizer, cfg = load_for_inference(args.checkpoint, args.device, quantize=args.quantize,
+                                                   onnx=args.onnx)
         if single:
             examples = [Example("q", args.question, args.context, [], [])]
         else:

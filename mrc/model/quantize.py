@@ -1,0 +1,133 @@
+"""Fast CPU inference helpers: int8 dynamic quantisation of the encoder, and an ONNX Runtime model that
+:func:`mrc.eval.inference.score_windows` drives like a :class:`~mrc.model.span_model.SpanModel`.
+
+int8: ``torch.ao.quantization.quantize_dynamic`` replaces every ``nn.Linear`` of the encoder by one whose
+weights are int8 and whose activations are quantised on the fly (per batch); the head, the neck and the
+embeddings stay fp32. torch marks ``torch.ao.quantization`` deprecated in favour of ``torchao`` but still
+ships it (checked on torch 2.13); its warnings are silenced here.
+
+ONNX: :mod:`mrc.serve.export` writes a graph ``inputs -> band (B, L, A)`` (plus ``token_scores`` for the
+softmax head) for a fixed ``max_answer_len``; :class:`OnnxSpanModel` runs it. The file is data (a graph
+and weights, no code); its metadata names the checkpoint weights it was exported from, and a file from
+another checkpoint is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+# ONNX graph inputs, in order (the collated batch keys the span model reads).
+ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "span_mask", "question_match")
+QUANTIZE = ("int8",)
+
+
+class FastModelError(ValueError):
+    """An ONNX file that does not fit the checkpoint, or an option that cannot be honoured (one line)."""
+
+    user_facing = True
+
+
+def quantize_int8(model):
+    """The span model with its encoder's ``nn.Linear`` layers dynamically quantised to int8 (CPU only)."""
+    model = model.cpu().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+        from torch.ao.quantization import quantize_dynamic
+
+        model.encoder = quantize_dynamic(model.encoder, {nn.Linear}, dtype=torch.qint8)
+    return model
+
+
+def weights_digest(checkpoint_dir: str | Path) -> str:
+    """sha256 of the checkpoint's ``span.safetensors`` and ``encoder/model.safetensors`` (what an ONNX file
+    was exported from)."""
+    h = hashlib.sha256()
+    for name in ("span.safetensors", "encoder/model.safetensors"):
+        file = Path(checkpoint_dir) / name
+        if file.is_file():
+            with open(file, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+class BandModule(nn.Module):
+    """What the ONNX graph computes: the span model's band of span scores for a fixed ``max_answer_len``
+    (the same ``head.span_scores`` that :func:`score_windows` calls), plus the per-token start/end scores
+    for heads that have them (softmax)."""
+
+    def __init__(self, model, max_answer_len: int | None):
+        super().__init__()
+        self.model, self.max_answer_len = model, max_answer_len
+        self.has_tokens = model.head.token_scores(torch.zeros(1, 2, 2), torch.ones(1, 2, dtype=torch.bool)) is not None
+
+    def forward(self, input_ids, attention_mask, token_type_ids, span_mask, question_match):
+        span_mask = span_mask.bool()
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                         span_mask=span_mask, question_match=question_match)
+        band = self.model.head.span_scores(out, span_mask, self.max_answer_len)
+        if self.has_tokens:
+            return band, self.model.head.token_scores(out, span_mask)
+        return (band,)
+
+
+class _OnnxHead:
+    """Stands in for the head in :func:`score_windows`: the graph already computed the band."""
+
+    def __init__(self, max_answer_len, name: str):
+        self.max_answer_len, self.name = max_answer_len, name
+
+    def span_scores(self, scores, span_mask, max_answer_len):
+        if max_answer_len != self.max_answer_len:
+            raise FastModelError(f"the ONNX file was exported for max_answer_len={self.max_answer_len}, "
+                                 f"asked for {max_answer_len}; export again")
+        return scores["band"]
+
+    def token_scores(self, scores, span_mask):
+        return scores.get("token_scores")
+
+
+class OnnxSpanModel:
+    """An exported span model run by ONNX Runtime on CPU; called with a collated batch like ``SpanModel``."""
+
+    def __init__(self, path: str | Path, checkpoint_dir: str | Path | None = None, threads: int | None = None):
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise FastModelError(f"{path}: no such ONNX file; write it with python -m mrc.export CHECKPOINT "
+                                 "--onnx FILE")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - not an ONNX file, truncated
+            raise FastModelError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "mrc.max_answer_len" not in meta:
+            raise FastModelError(f"{path}: not exported by python -m mrc.export (no mrc.* metadata)")
+        if checkpoint_dir is not None and meta.get("mrc.weights_sha256") != weights_digest(checkpoint_dir):
+            raise FastModelError(f"{path}: exported from other weights than {checkpoint_dir}; export this "
+                                 "checkpoint again (python -m mrc.export)")
+        mal = meta["mrc.max_answer_len"]
+        self.max_answer_len = None if mal == "none" else int(mal)
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.inputs = [i.name for i in self.session.get_inputs()]  # the exporter drops inputs the graph ignores
+        self.head = _OnnxHead(self.max_answer_len, meta.get("mrc.head", "?"))
+
+    def eval(self):
+        return self
+
+    def to(self, device):
+        return self
+
+    def __call__(self, **batch):
+        feeds = {k: batch[k].cpu().numpy().astype(np.bool_ if k == "span_mask" else np.int64) for k in self.inputs}
+        out = self.session.run(None, feeds)
+        return {name: torch.from_numpy(arr) for name, arr in zip(self.outputs, out)}

@@ -1,0 +1,122 @@
+"""``python -m mrc.export CHECKPOINT_DIR --onnx OUT.onnx``: the checkpoint's encoder + head as one ONNX graph
+(collated window batch -> band of span scores, plus per-token start/end scores for the softmax head),
+checked against torch with ONNX Runtime before the command succeeds.
+
+The graph has dynamic batch and length axes and a fixed ``max_answer_len`` (the checkpoint's
+``decode.max_answer_len``). It is exported with torch's TorchScript-based exporter (``dynamo=False``) at
+opset 17 (checked on torch 2.13 / onnxruntime 1.32 for every head). Its metadata records the head, the
+``max_answer_len`` and a digest of the checkpoint's weights, so ``mrc.predict --onnx`` and ``mrc.serve
+--onnx`` refuse a file exported from another checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from heads.base import NEG
+from mrc.data.batching import collate
+from mrc.data.squad import Example
+from mrc.eval.predict import debug_enabled, make_windows
+from mrc.model import checkpoint
+from mrc.model.quantize import ONNX_INPUTS, BandModule, FastModelError, OnnxSpanModel, weights_digest
+
+OPSET = 17
+SAMPLE = ("北京是中华人民共和国的首都，人口约2189万人。《红楼梦》的作者是曹雪芹，成书于18世纪中叶。"
+          "2019年iPhone 11在Cupertino发布，价格６９９９元。Apple公司的电话是400-666-8800。")
+
+
+def sample_batches(tokenizer, cfg):
+    """Two collated batches of different batch size and length (the verification inputs)."""
+    long = Example("a", "红楼梦的作者是谁？", SAMPLE * 4, [], [])
+    short = Example("b", "首都？", SAMPLE[:30], [], [])
+    tiny = Example("c", "谁？", "曹雪芹。", [], [])  # fewer tokens than max_answer_len
+    wins = make_windows([long, short, tiny], tokenizer, cfg)
+    pad = tokenizer.pad_token_id
+    return [collate(wins[:-1], pad), collate(wins[-2:-1], pad), collate(wins[-1:], pad)]
+
+
+def export_onnx(checkpoint_dir: str | Path, out: str | Path, *, opset: int = OPSET, atol: float = 1e-3) -> dict:
+    """Export, add the metadata, verify with ONNX Runtime; returns the largest differences found."""
+    import onnx
+
+    checkpoint_dir, out = Path(checkpoint_dir), Path(out)
+    model, tokenizer, cfg = checkpoint.load(checkpoint_dir, "cpu")
+    mal = cfg.decode.max_answer_len
+    module = BandModule(model, mal).eval()
+    batches = sample_batches(tokenizer, cfg)
+    args = tuple(batches[0][k] if k != "span_mask" else batches[0][k].bool() for k in ONNX_INPUTS)
+    outputs = ["band", "token_scores"] if module.has_tokens else ["band"]
+    axes = {k: {0: "batch", 1: "length"} for k in ONNX_INPUTS}
+    axes["band"] = {0: "batch", 1: "length", 2: "answer_len"}
+    if module.has_tokens:
+        axes["token_scores"] = {0: "batch", 1: "length"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python values in the graph
+        torch.onnx.export(module, args, str(out), input_names=list(ONNX_INPUTS), output_names=outputs,
+                          dynamic_axes=axes, opset_version=opset, dynamo=False, do_constant_folding=True)
+    graph = onnx.load(str(out))
+    head = type(model.head).__name__
+    for key, value in {"mrc.max_answer_len": "none" if mal is None else str(mal), "mrc.head": head,
+                       "mrc.weights_sha256": weights_digest(checkpoint_dir), "mrc.opset": str(opset)}.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(graph, str(out))
+    return verify(model, OnnxSpanModel(out, checkpoint_dir), batches, mal, atol=atol)
+
+
+@torch.inference_mode()
+def verify(model, onnx_model, batches, max_answer_len, *, atol: float) -> dict:
+    """Largest |torch - onnx| over the valid band cells (and token scores) of ``batches``; raises above ``atol``."""
+    worst = {"band": 0.0, "token_scores": 0.0}
+    for batch in batches:
+        out = model(**batch)
+        ref = model.head.span_scores(out, batch["span_mask"], max_answer_len).numpy()
+        got = onnx_model(**batch)
+        band = got["band"].numpy()
+        # the graph's band width is max_answer_len even where a window is shorter (the extra cells are invalid)
+        if band.shape[:2] != ref.shape[:2] or band.shape[2] < ref.shape[2] or \
+                (band[:, :, ref.shape[2]:] > NEG / 2).any():
+            raise FastModelError(f"ONNX band shape {band.shape} does not fit torch's {ref.shape}")
+        band = band[:, :, :ref.shape[2]]
+        valid = ref > NEG / 2
+        if not np.array_equal(valid, band > NEG / 2):
+            raise FastModelError("ONNX and torch disagree on which span cells are valid")
+        worst["band"] = max(worst["band"], float(np.abs(ref[valid] - band[valid]).max()))
+        tok = model.head.token_scores(out, batch["span_mask"])
+        if tok is not None:
+            ok = batch["span_mask"].numpy()
+            diff = np.abs(tok.numpy() - got["token_scores"].numpy())[ok]
+            worst["token_scores"] = max(worst["token_scores"], float(diff.max()))
+    if max(worst.values()) > atol:
+        raise FastModelError(f"ONNX Runtime differs from torch by {max(worst.values()):.2e} > {atol}; the "
+                             "export is not faithful")
+    return worst
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    ap = argparse.ArgumentParser(prog="python -m mrc.export", description="Export a checkpoint's encoder + head "
+                                 "to ONNX (for mrc.predict / mrc.serve --onnx) and check it against torch.")
+    ap.add_argument("checkpoint", type=Path, help="directory written by a training run (<run dir>/checkpoint)")
+    ap.add_argument("--onnx", type=Path, required=True, help="where to write the .onnx file")
+    ap.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
+    ap.add_argument("--atol", type=float, default=1e-3,
+                    help="largest allowed |torch - ONNX Runtime| score difference (default 1e-3)")
+    args = ap.parse_args(argv)
+    try:
+        worst = export_onnx(args.checkpoint, args.onnx, opset=args.opset, atol=args.atol)
+    except Exception as e:  # noqa: BLE001 - user mistakes get one line, anything else its traceback
+        if not (getattr(e, "user_facing", False) or isinstance(e, FileNotFoundError)) or debug_enabled():
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    size = args.onnx.stat().st_size / 1e6
+    print(f"wrote {args.onnx} ({size:.1f} MB, opset {args.opset}); ONNX Runtime vs torch: max |diff| "
+          f"{worst['band']:.2e} (span band), {worst['token_scores']:.2e} (token scores)", file=sys.stderr)
+    return 0

@@ -1,0 +1,36 @@
+"""Tiny checkpoints of every head and sample texts for the serve / explain / export tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import FIXTURE_TEXTS
+
+HEAD_TARGETS = {"softmax": ("heads.softmax.SoftmaxHead", {"dropout": 0.1}),
+                "globalpointer": ("heads.globalpointer.GlobalPointer", {"head_size": 16, "dropout": 0.1}),
+                "efficient_globalpointer": ("heads.globalpointer.EfficientGlobalPointer",
+                                            {"head_size": 16, "dropout": 0.1})}
+# A context of several windows at max_len=64 and the questions asked about it.
+CONTEXT = "".join(FIXTURE_TEXTS) * 2
+QUESTIONS = ["《红楼梦》的作者是谁？", "北京的人口是多少？", "Apple公司的电话是多少？", "iPhone 11在哪里发布？"]
+
+
+def make_checkpoint(path: Path, head: str, *, seed: int = 0) -> Path:
+    """An untrained tiny checkpoint (2 layers x 32) with ``head`` (a name of heads.HEADS)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from heads import HEADS
+    from mrc.model import checkpoint
+    from mrc.model.encoder import tiny_bert
+    from mrc.model.span_model import SpanModel
+
+    torch.manual_seed(seed)
+    enc = tiny_bert(texts=FIXTURE_TEXTS, layers=2, hidden_size=32, heads=2, intermediate_size=64, max_position=128,
+                    seed=seed)
+    target, options = HEAD_TARGETS[head]
+    model = SpanModel(enc.model, HEADS[head](enc.hidden_size, **options))
+    cfg = OmegaConf.create({"head": {"_target_": target, **options}, "model": {"match_feature": False},
+                            "data": {"max_len": 64, "max_query_len": 16, "doc_stride": 16},
+                            "decode": {"max_answer_len": 16, "n_best": 5, "null_threshold": None,
+                                       "tune_on": "checklist", "save_nbest": False}})
+    return checkpoint.save(path, model, enc.tokenizer, cfg)
