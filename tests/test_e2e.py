@@ -36,6 +36,9 @@ def test_demo_run_every_head(tmp_path, head, match):
     assert set(splits) == {"in_domain", "over_sensitivity", "over_stability", "generalization", "checklist"}
     assert [splits[n]["TOTAL"] for n in splits] == [24, 24, 24, 12, 30]
     assert 0 <= splits["over_sensitivity"]["consistency"] <= 100 and "distractor_capture" in splits["over_stability"]
+    paired = splits["over_sensitivity"]["paired_by_type"]  # each rewrite rule against the same questions unrewritten
+    assert sum(g["TOTAL"] for g in paired.values()) == 24
+    assert all(abs(g["F1_original"] - g["F1"] - g["drop"]) < 1e-2 for g in paired.values())
     check = splits["checklist"]
     assert check["NoAns"]["TOTAL"] + check["HasAns"]["TOTAL"] == 30 and check["NoAns"]["TOTAL"] > 0
     assert set(check["by_type"]) <= {"in-domain", "paraphrase", "no_fact", "no_entity"}

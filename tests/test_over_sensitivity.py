@@ -6,7 +6,7 @@ import re
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mrc.robustness.over_sensitivity import RULES, build_over_sensitivity, consistency, rewrite
+from mrc.robustness.over_sensitivity import RULES, build_over_sensitivity, consistency, paired_by_type, rewrite
 
 
 def only(rule, question, seed=0):
@@ -153,3 +153,15 @@ def test_consistency():
     assert consistency(orig, new) == 75.0
     assert consistency({"a": "1", "b": "2", "c": "3"}, {"a": "1", "b": "x", "c": "y"}) == 33.333
     assert consistency({"a": "1"}, {"b": "1"}) == 0.0 and consistency({}, {}) == 0.0
+
+
+def test_paired_by_type_compares_the_same_questions_before_and_after():
+    types = {"a": "template", "b": "template", "c": "synonym", "d": "unchanged", "gone": "template"}
+    before = {i: {"f1": f} for i, f in zip("abcd", (1.0, 0.5, 1.0, 0.0))}
+    after = {i: {"f1": f} for i, f in zip("abcd", (1.0, 0.0, 0.25, 0.0))}
+    p_before = {"a": "x", "b": "y", "c": "z", "d": "w"}
+    p_after = {"a": "x", "b": "q", "c": "z!", "d": "w"}
+    out = paired_by_type(types, before, after, p_before, p_after)
+    assert out["template"] == {"TOTAL": 2, "F1_original": 75.0, "F1": 50.0, "drop": 25.0, "consistency": 50.0}
+    assert out["synonym"]["drop"] == 75.0 and out["synonym"]["consistency"] == 0.0
+    assert out["unchanged"] == {"TOTAL": 1, "F1_original": 0.0, "F1": 0.0, "drop": 0.0, "consistency": 100.0}

@@ -205,6 +205,26 @@ def build_over_sensitivity_noise(src, seed=0):
     return build_over_sensitivity(src, seed=seed, rules=NOISE_RULES)
 
 
+def paired_by_type(types: dict[str, str], original_scores: dict, rewritten_scores: dict,
+                   original_preds: dict, rewritten_preds: dict) -> dict:
+    """Per rewrite rule (``types``: id -> rule), the same questions before and after the rewrite:
+    ``TOTAL``, ``F1_original``, ``F1`` (rewritten), ``drop`` (original - rewritten) and ``consistency``.
+    The split-level F1 difference mixes rules with the questions each rule can touch; this pairs them."""
+    groups: dict[str, list[str]] = {}
+    for i, t in types.items():
+        if i in original_scores and i in rewritten_scores:
+            groups.setdefault(t, []).append(i)
+    out = {}
+    for t, ids in sorted(groups.items()):
+        before = 100.0 * sum(original_scores[i]["f1"] for i in ids) / len(ids)
+        after = 100.0 * sum(rewritten_scores[i]["f1"] for i in ids) / len(ids)
+        out[t] = {"TOTAL": len(ids), "F1_original": round(before, 3), "F1": round(after, 3),
+                  "drop": round(before - after, 3),
+                  "consistency": consistency({i: original_preds.get(i) for i in ids},
+                                             {i: rewritten_preds.get(i) for i in ids})}
+    return out
+
+
 def consistency(original_preds, rewritten_preds):
     """Percent (3 decimals) of ids in both prediction maps whose answers are identical; 0.0 if none."""
     common = set(original_preds) & set(rewritten_preds)

@@ -102,6 +102,7 @@ def eval_scalars(split: str, summary: dict) -> dict[str, float]:
     for name, g in groups.items():
         out.update({f"eval/{split}/{name.lower() if name in ('HasAns', 'NoAns') else name}/{k.lower()}": g[k]
                     for k in ("F1", "EM")})
+    out.update({f"eval/{split}/{name}/drop": g["drop"] for name, g in summary.get("paired_by_type", {}).items()})
     return out
 
 
@@ -244,8 +245,9 @@ def _evaluate_epoch(cfg, run_dir, model, tokenizer, splits, device, amp, logger,
         if cfg.decode.null_threshold == "tune":
             retune_nulls(results, splits, cfg.decode.tune_on)
         preds = {n: r["predictions"] for n, r in results.items()}
+        per_q = {n: r["per_question"] for n, r in results.items()}
         for n, s in splits.items():
-            results[n]["summary"].update(robustness_metrics(n, s.spec, s.path, preds))
+            results[n]["summary"].update(robustness_metrics(n, s.spec, s.path, preds, per_q, s.gold))
         run_state.eval_seconds += sum(r["summary"]["seconds"] for r in results.values())
         f1 = results[cfg.data.in_domain]["summary"]["F1"]
         row = {"epoch": epoch, "loss": round(ep["loss"], 5),

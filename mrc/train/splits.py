@@ -95,16 +95,23 @@ def materialise(name: str, spec: dict, root: Path, run_dir: Path,
     return out, counts
 
 
-def robustness_metrics(name: str, spec: dict, path: Path, predictions: dict[str, dict[str, str]]) -> dict:
-    """Consistency with another split's predictions and/or distractor capture, where they apply."""
+def robustness_metrics(name: str, spec: dict, path: Path, predictions: dict[str, dict[str, str]],
+                       scores: dict[str, dict] | None = None, gold: list | None = None) -> dict:
+    """Consistency with another split's predictions and/or distractor capture, where they apply; with
+    per-question ``scores`` of both splits and this split's ``gold`` (typed by rewrite rule), also the
+    paired before/after comparison per rule (``paired_by_type``)."""
     out = {}
     other = spec.get("consistency_with")
     if other:
-        from mrc.robustness.over_sensitivity import consistency
+        from mrc.robustness.over_sensitivity import consistency, paired_by_type
 
         if other not in predictions:
             raise ValueError(f"data.eval.{name}.consistency_with={other!r} is not an evaluated split")
         out["consistency"] = consistency(predictions[other], predictions[name])
+        types = {q.id: q.qtype for q in gold or [] if q.qtype is not None}
+        if scores and types and other in scores and name in scores:
+            out["paired_by_type"] = paired_by_type(types, scores[other], scores[name], predictions[other],
+                                                   predictions[name])
     if "builder" in spec:
         built = read_json(path)
         if any("distractor" in q for a in built["data"] for p in a["paragraphs"] for q in p["qas"]):
