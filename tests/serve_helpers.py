@@ -34,3 +34,19 @@ def make_checkpoint(path: Path, head: str, *, seed: int = 0) -> Path:
                             "decode": {"max_answer_len": 16, "n_best": 5, "null_threshold": None,
                                        "tune_on": "checklist", "save_nbest": False}})
     return checkpoint.save(path, model, enc.tokenizer, cfg)
+
+
+def squad_file(path: Path) -> Path:
+    """A small SQuAD-format file with answers over the sample texts (for experiments/inference/measure.py)."""
+    import json
+
+    def qa(qid, question, context, text):
+        return {"id": qid, "question": question, "answers": [{"text": text, "answer_start": context.index(text)}]}
+
+    capital, novel = FIXTURE_TEXTS[1], FIXTURE_TEXTS[2]
+    paras = [{"context": capital, "qas": [qa("a", "中国的首都是哪里？", capital, "北京")]},
+             {"context": novel, "qas": [qa("b", "《红楼梦》的作者是谁？", novel, "曹雪芹")]},
+             {"context": CONTEXT, "qas": [qa("c", "Apple公司的电话是多少？", CONTEXT, "400-666-8800"),
+                                          qa("d", "价格是多少？", CONTEXT, "６９９９元")]}]
+    path.write_text(json.dumps({"data": [{"paragraphs": paras}]}, ensure_ascii=False), encoding="utf-8")
+    return path

@@ -1,0 +1,125 @@
+"""mrc.explain writes the pictures; mrc.export's ONNX graph and --quantize int8 answer like fp32 for every head,
+through mrc.predict and mrc.serve."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from mrc.data.squad import Example
+from mrc.eval.predict import load_for_inference, main as predict_main, predict
+from mrc.serve import explain as explain_mod
+from mrc.serve.export import main as export_main
+from tests.conftest import FIXTURE_TEXTS
+from tests.serve_helpers import CONTEXT, QUESTIONS, make_checkpoint
+
+HEADS = ["softmax", "globalpointer", "efficient_globalpointer"]
+PNG = b"\x89PNG\r\n\x1a\n"
+# A small split: every question over every context (short ones, one window, and the long one, several).
+SPLIT = [Example(f"{i}-{j}", q, c, [], []) for i, c in enumerate(FIXTURE_TEXTS + [CONTEXT])
+         for j, q in enumerate(QUESTIONS + ["谁？", "多少？", "哪里？", "什么时候？"])]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    return {head: make_checkpoint(root / head, head) for head in HEADS}
+
+
+@pytest.fixture(scope="module")
+def onnx_files(checkpoints, tmp_path_factory):
+    root = tmp_path_factory.mktemp("onnx")
+    files = {}
+    for head, ckpt in checkpoints.items():
+        files[head] = root / f"{head}.onnx"
+        assert export_main([str(ckpt), "--onnx", str(files[head])]) == 0
+    return files
+
+
+def agreement(a: dict, b: dict) -> float:
+    return sum(a[k] == b[k] for k in a) / len(a)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_int8_and_onnx_agree_with_fp32(checkpoints, onnx_files, head):
+    ckpt = checkpoints[head]
+    fp32, nb32 = predict(*load_for_inference(ckpt), SPLIT)
+    int8, _ = predict(*load_for_inference(ckpt, quantize="int8"), SPLIT)
+    onnx, nbx = predict(*load_for_inference(ckpt, onnx=onnx_files[head]), SPLIT)
+    assert agreement(fp32, int8) >= 0.95 and agreement(fp32, onnx) >= 0.95
+    for k in fp32:  # ONNX Runtime computes the same scores (to float noise)
+        assert [c["text"] for c in nbx[k]["candidates"]][:1] == [c["text"] for c in nb32[k]["candidates"]][:1]
+        assert nbx[k]["candidates"][0]["score"] == pytest.approx(nb32[k]["candidates"][0]["score"], abs=1e-3)
+
+
+def test_predict_cli_fast_options(checkpoints, onnx_files, tmp_path, capsys):
+    data = {"data": [{"paragraphs": [{"context": CONTEXT, "qas": [{"id": f"q{i}", "question": q, "answers": []}
+                                                                  for i, q in enumerate(QUESTIONS)]}]}]}
+    src = tmp_path / "in.json"
+    src.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    ckpt = checkpoints["globalpointer"]
+    outs = {}
+    for name, extra in (("fp32", []), ("int8", ["--quantize", "int8"]), ("onnx", ["--onnx", str(onnx_files["globalpointer"])])):
+        out = tmp_path / f"{name}.json"
+        assert predict_main([str(ckpt), str(src), str(out), *extra]) == 0
+        outs[name] = json.loads(out.read_text(encoding="utf-8"))
+    assert outs["fp32"] == outs["onnx"] and agreement(outs["fp32"], outs["int8"]) >= 0.75
+    # an ONNX file exported from another checkpoint is refused in one line
+    capsys.readouterr()
+    assert predict_main([str(ckpt), str(src), str(tmp_path / "x.json"), "--onnx", str(onnx_files["softmax"])]) == 2
+    assert "exported from other weights" in capsys.readouterr().err
+    assert predict_main([str(ckpt), str(src), str(tmp_path / "x.json"), "--onnx", str(tmp_path / "nope.onnx")]) == 2
+    assert "no such ONNX file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: the two options exclude each other
+        predict_main([str(ckpt), str(src), str(tmp_path / "x.json"), "--quantize", "int8", "--onnx", "f.onnx"])
+
+
+def test_serve_with_onnx_and_int8_explains(checkpoints, onnx_files):
+    from fastapi.testclient import TestClient
+
+    from mrc.serve.app import create_app
+
+    for head, kw, backend in (("softmax", {"onnx": onnx_files["softmax"]}, "onnx"),
+                              ("efficient_globalpointer", {"onnx": onnx_files["efficient_globalpointer"]}, "onnx"),
+                              ("globalpointer", {"quantize": "int8"}, "int8")):
+        model, tok, cfg = load_for_inference(checkpoints[head], **kw)
+        c = TestClient(create_app(model, tok, cfg, backend=backend), raise_server_exceptions=False)
+        assert c.get("/api/info").json()["backend"] == backend
+        d = c.post("/api/explain", json={"context": CONTEXT, "question": QUESTIONS[1]}).json()
+        assert d["result"]["answer"] and d["view"] == ("tokens" if head == "softmax" else "grid")
+
+
+def test_explain_writes_pngs_for_softmax_and_gp(checkpoints, tmp_path, capsys):
+    out = tmp_path / "softmax"
+    assert explain_mod.main([str(checkpoints["softmax"]), "--question", QUESTIONS[0], "--context", CONTEXT,
+                             "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["answer"] and len(printed["files"]) == 2
+    for name in ("scores.png", "windows.png"):
+        assert (out / name).read_bytes()[:8] == PNG and (out / name).stat().st_size > 2000
+    assert json.loads((out / "explain.json").read_text(encoding="utf-8"))["view"] == "tokens"
+    # from a SQuAD file by id, GlobalPointer, a chosen window
+    data = {"data": [{"paragraphs": [{"context": CONTEXT, "qas": [{"id": "a1", "question": QUESTIONS[2], "answers": []}]}]}]}
+    src = tmp_path / "dev.json"
+    src.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "gp"
+    assert explain_mod.main([str(checkpoints["globalpointer"]), "--input", str(src), "--id", "a1", "--out", str(out),
+                             "--window", "1"]) == 0
+    assert (out / "scores.png").read_bytes()[:8] == PNG
+    saved = json.loads((out / "explain.json").read_text(encoding="utf-8"))
+    assert saved["view"] == "grid" and saved["window"] == 1
+    assert explain_mod.main([str(checkpoints["globalpointer"]), "--input", str(src), "--id", "zz", "--out", str(out)]) == 2
+    assert "no question with id 'zz'" in capsys.readouterr().err
+    assert explain_mod.main([str(checkpoints["globalpointer"]), "--input", str(src), "--id", "a1", "--out", str(out),
+                             "--window", "50"]) == 2
+
+
+def test_explain_without_a_cjk_font_labels_tokens_by_index(checkpoints, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(explain_mod, "cjk_font", lambda: None)
+    model, tok, cfg = load_for_inference(checkpoints["efficient_globalpointer"])
+    data = explain_mod.explain(model, tok, cfg, CONTEXT, QUESTIONS[0])
+    with caplog.at_level(logging.INFO, logger="mrc.explain"):
+        files = explain_mod.draw(data, CONTEXT, tmp_path)
+    assert "labelled by index" in caplog.text
+    assert all(f.read_bytes()[:8] == PNG for f in files)
