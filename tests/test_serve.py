@@ -161,3 +161,12 @@ def test_explain_scores_every_head(loaded, head):
     other = client(loaded, head).post("/api/explain", json={"context": CONTEXT, "question": QUESTIONS[0],
                                                              "window": 0 if d["window"] else 1}).json()
     assert other["window"] != d["window"] and other["answer_tokens"] is None
+
+
+@pytest.mark.parametrize("context,question", [("\u200b", "谁？"), ("🙂" * 10, "谁？"), ("\x00\x01abc", "谁？"),
+                                              ("北京" * 9000, "谁" * 1000), ("\ufeff", "？")])
+def test_odd_texts_are_answered_not_500(loaded, context, question):
+    c = client(loaded, "globalpointer")
+    for path in ("/api/predict", "/api/explain"):
+        r = c.post(path, json={"context": context, "question": question})
+        assert r.status_code == 200, (path, r.text)
