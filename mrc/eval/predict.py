@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from mrc.model import checkpoint
-from mrc.model.quantize import QUANTIZE, FastModelError, OnnxSpanModel, quantize_int8
+from mrc.model.quantize import QUANTIZE, FastModelError, OnnxSpanModel, quantize_int8, tokenizer_and_config
 from mrc.data.squad import DataError, Example, load_squad
 from mrc.data.features import build_windows
 from mrc.eval.inference import postprocess, score_windows
@@ -39,14 +39,16 @@ def load_for_inference(path, device: str = "cpu", *, quantize: str | None = None
         raise FastModelError(f"--quantize {quantize!r}: one of {', '.join(QUANTIZE)}")
     if (quantize or onnx) and torch.device(device).type != "cpu":
         raise FastModelError(f"--quantize / --onnx run on the CPU; drop --device {device} or use --device cpu")
-    model, tokenizer, cfg = checkpoint.load(path, device)
-    if quantize == "int8":
-        model = quantize_int8(model)
-    elif onnx is not None:
+    if onnx is not None:  # the graph holds the weights: the checkpoint gives the tokenizer and config only
+        tokenizer, cfg = tokenizer_and_config(path)
         model = OnnxSpanModel(onnx, checkpoint_dir=path, threads=torch.get_num_threads())
         if model.max_answer_len != cfg.decode.max_answer_len:
             raise FastModelError(f"{onnx}: exported for max_answer_len={model.max_answer_len}, the checkpoint "
                                  f"decodes with {cfg.decode.max_answer_len}; export it again")
+        return model, tokenizer, cfg
+    model, tokenizer, cfg = checkpoint.load(path, device)
+    if quantize == "int8":
+        model = quantize_int8(model)
     return model, tokenizer, cfg
 
 

@@ -76,6 +76,27 @@ class BandModule(nn.Module):
         return (band,)
 
 
+def tokenizer_and_config(checkpoint_dir: str | Path):
+    """(tokenizer, cfg) of a checkpoint without its weights: what an ONNX graph exported from it needs beside
+    it (the same code-free reading as :func:`mrc.model.checkpoint.load`)."""
+    from transformers import AutoTokenizer
+
+    from mrc.model.checkpoint import CheckpointError, read_config
+
+    path = Path(checkpoint_dir)
+    cfg = read_config(path)
+    if not (path / "tokenizer").is_dir():
+        raise CheckpointError(f"{path / 'tokenizer'}: folder missing from the checkpoint; copy the whole "
+                              "checkpoint/ folder of the run")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True, use_fast=True)
+    except Exception as e:  # noqa: BLE001 - broken tokenizer files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{path / 'tokenizer'}: cannot be loaded ({first}); the checkpoint is incomplete "
+                              "or damaged, copy it again") from None
+    return tokenizer, cfg
+
+
 class _OnnxHead:
     """Stands in for the head in :func:`score_windows`: the graph already computed the band."""
 
