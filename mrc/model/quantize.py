@@ -117,8 +117,10 @@ class OnnxSpanModel:
     """An exported span model run by ONNX Runtime on CPU; called with a collated batch like ``SpanModel``."""
 
     def __init__(self, path: str | Path, checkpoint_dir: str | Path | None = None, threads: int | None = None):
-        import onnxruntime as ort
-
+        try:
+            import onnxruntime as ort
+        except ModuleNotFoundError:
+            raise FastModelError("--onnx needs onnxruntime; install the serve extra: pip install -e '.[serve]'") from None
         path = Path(path)
         if not path.is_file():
             raise FastModelError(f"{path}: no such ONNX file; write it with python -m mrc.export CHECKPOINT "

@@ -42,8 +42,11 @@ def sample_batches(tokenizer, cfg):
 
 def export_onnx(checkpoint_dir: str | Path, out: str | Path, *, opset: int = OPSET, atol: float = 1e-3) -> dict:
     """Export, add the metadata, verify with ONNX Runtime; returns the largest differences found."""
-    import onnx
-
+    try:
+        import onnx
+        import onnxruntime  # noqa: F401 - the check below runs the graph
+    except ModuleNotFoundError as e:
+        raise FastModelError(f"mrc.export needs {e.name}; install the serve extra: pip install -e '.[serve]'") from None
     checkpoint_dir, out = Path(checkpoint_dir), Path(out)
     model, tokenizer, cfg = checkpoint.load(checkpoint_dir, "cpu")
     mal = cfg.decode.max_answer_len
