@@ -38,6 +38,21 @@ def test_peer_train_features_label_the_answer_tokens(enc):
     assert any(f["start_positions"] == 0 and f["end_positions"] == 0 for f in feats)  # windows without it
 
 
+def test_peer_features_without_token_type_ids(enc, monkeypatch):
+    """XLM-R-style tokenizers (e5_small) return no token_type_ids: the peer passes none instead of failing."""
+    real = bench_peer._tokenize
+
+    def no_types(*args, **kwargs):
+        out = real(*args, **kwargs)
+        del out["token_type_ids"]
+        return out
+
+    monkeypatch.setattr(bench_peer, "_tokenize", no_types)
+    ex = _example("a", "长江有多长？", "长江全长6300公里，是中国第一长河。", "6300公里")
+    feats = bench_peer.train_features(enc.tokenizer, [ex], max_len=24, doc_stride=8, pad=True)
+    assert feats and all(set(f) == {"input_ids", "attention_mask", "start_positions", "end_positions"} for f in feats)
+
+
 def test_peer_postprocess_picks_best_valid_pair():
     ex = _example("q", "?", "abcdefgh", "cd")
     offsets = [None, (0, 1), (1, 2), (2, 3), (3, 4), (4, 5), None]

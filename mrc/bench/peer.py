@@ -63,9 +63,14 @@ def train_features(tokenizer, examples: list[Example], max_len: int, doc_stride:
         if ctx and offsets[ctx[0]][0] <= start_char and offsets[ctx[-1]][1] >= end_char:
             s_tok = next(t for t in ctx if offsets[t][1] > start_char)
             e_tok = next(t for t in reversed(ctx) if offsets[t][0] < end_char)
-        feats.append({"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
-                      "attention_mask": enc["attention_mask"][i], "start_positions": s_tok, "end_positions": e_tok})
+        feats.append({**_inputs(enc, i), "start_positions": s_tok, "end_positions": e_tok})
     return feats
+
+
+def _inputs(enc, i: int) -> dict:
+    """Model inputs of feature ``i`` as the tokenizer returns them: SentencePiece tokenizers of the XLM-R
+    family (e5_small) return no ``token_type_ids``, and the example then passes none."""
+    return {k: enc[k][i] for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc}
 
 
 def training_args(out_dir: str, batch_size: int, seed: int, group_by_length: bool) -> TrainingArguments:
@@ -104,8 +109,7 @@ def _eval_features(tokenizer, examples: list[Example], max_len: int, doc_stride:
         # offsets of non-context tokens are dropped, as the example does, so they can never be chosen
         offsets = [o if s == 1 else None for o, s in zip(enc["offset_mapping"][i], seq)]
         meta.append((enc["overflow_to_sample_mapping"][i], offsets))
-        feats.append({"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
-                      "attention_mask": enc["attention_mask"][i]})
+        feats.append(_inputs(enc, i))
     return feats, meta
 
 
