@@ -1,4 +1,5 @@
-"""Using a trained model: the HTTP API and web page (``app``, ``page.html``; ``python -m mrc.serve``), the
+"""Using a trained model: the HTTP API and web page (``app``, ``page.html``, ``limits``; ``python -m mrc.serve``:
+``cli``), the
 same pictures as PNGs (``explain``; ``python -m mrc.explain``), the ONNX export (``export``;
 ``python -m mrc.export``), and the answers / score views both share (``answers``).
 

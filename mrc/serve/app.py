@@ -1,4 +1,4 @@
-"""``python -m mrc.serve CHECKPOINT_DIR``: an HTTP JSON API (FastAPI + uvicorn) and one web page.
+"""The HTTP JSON API (FastAPI) and web page of ``python -m mrc.serve`` (command line: :mod:`mrc.serve.cli`).
 
 - ``GET /``: the page (``page.html``: inline JS/CSS, nothing fetched from elsewhere);
 - ``GET /api/info``: the model (head, window geometry, backend) and the request limits;
@@ -13,36 +13,22 @@ Bad requests get a 4xx JSON ``{"error": "..."}`` (400 not JSON, 413 too large, 4
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from mrc.eval.predict import debug_enabled, load_for_inference
-from mrc.model.quantize import QUANTIZE
 from mrc.serve import answers
+from mrc.serve.limits import Limits
 
 PAGE = Path(__file__).with_name("page.html")
 # The page runs its own inline script and style only, and talks to this server only.
 CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
        "img-src 'self' data:; base-uri 'none'; form-action 'none'")
-
-
-@dataclass
-class Limits:
-    """Request limits (``--max-*`` options)."""
-
-    max_body_bytes: int = 256 * 1024
-    max_context_chars: int = 20_000
-    max_questions: int = 16
-    max_question_chars: int = 1_000
 
 
 class PredictRequest(BaseModel):
@@ -209,54 +195,3 @@ def create_app(model, tokenizer, cfg, *, limits: Limits | None = None, backend: 
             raise RequestError(422, f"window: {e}") from None
 
     return app
-
-
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m mrc.serve", description="HTTP JSON API and web page that "
-                                 "answer questions with a trained checkpoint and show the span scores.")
-    ap.add_argument("checkpoint", type=Path, help="directory written by a training run (<run dir>/checkpoint)")
-    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    ap.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    fast = ap.add_mutually_exclusive_group()
-    fast.add_argument("--quantize", choices=QUANTIZE, help="int8: dynamic int8 quantisation of the encoder's "
-                      "linear layers (CPU)")
-    fast.add_argument("--onnx", type=Path, help="answer with this ONNX file from python -m mrc.export (same "
-                      "checkpoint), run by ONNX Runtime (CPU)")
-    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, ... (--quantize / --onnx: cpu only)")
-    ap.add_argument("--threads", type=int, default=None, help="torch / ONNX Runtime threads (default: torch's)")
-    d = Limits()
-    ap.add_argument("--max-context-chars", type=int, default=d.max_context_chars,
-                    help=f"longest context accepted (default {d.max_context_chars})")
-    ap.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
-                    help=f"largest request body (default {d.max_body_bytes} = 256 KB)")
-    ap.add_argument("--max-questions", type=int, default=d.max_questions,
-                    help=f"questions per request (default {d.max_questions})")
-    ap.add_argument("--max-question-chars", type=int, default=d.max_question_chars,
-                    help=f"longest question (default {d.max_question_chars})")
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
-    args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        model, tokenizer, cfg = load_for_inference(args.checkpoint, args.device, quantize=args.quantize,
-                                                   onnx=args.onnx)
-    except Exception as e:  # noqa: BLE001 - user mistakes get one line, anything else its traceback
-        if not (getattr(e, "user_facing", False) or isinstance(e, FileNotFoundError)) or debug_enabled():
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    backend = "int8" if args.quantize else "onnx" if args.onnx else "fp32"
-    limits = Limits(args.max_body_bytes, args.max_context_chars, args.max_questions, args.max_question_chars)
-    app = create_app(model, tokenizer, cfg, limits=limits, backend=backend, device=args.device)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: binding {args.host}: anyone who can reach this address can use the model",
-              file=sys.stderr)
-    import uvicorn
-
-    print(f"serving {args.checkpoint} ({backend}) on http://{args.host}:{args.port}/", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
-    return 0

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -23,10 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mrc.data.squad import DataError, load_squad
-from mrc.eval.predict import debug_enabled, load_for_inference
-from mrc.model.quantize import QUANTIZE
-from mrc.serve.answers import explain
+# torch and the model code are imported where they are used, so that --help answers at once
+QUANTIZE = ("int8",)  # = mrc.model.quantize.QUANTIZE
 
 log = logging.getLogger("mrc.explain")
 
@@ -65,6 +62,13 @@ def _ticks(ax, axis: str, labels: list[str], font: str | None, limit: int = 60):
         ax.set_xticks(idx, [labels[i] for i in idx], fontsize=7, rotation=90 if wide else 0, **kw)
     else:
         ax.set_yticks(idx, [labels[i] for i in idx], fontsize=7, **kw)
+
+
+def explain(model, tokenizer, cfg, context: str, question: str, **kw) -> dict:
+    """:func:`mrc.serve.answers.explain` (the numbers the pictures show)."""
+    from mrc.serve.answers import explain as compute
+
+    return compute(model, tokenizer, cfg, context, question, **kw)
 
 
 def draw(data: dict, context: str, out: Path, *, font: str | None = "auto") -> list[Path]:
@@ -167,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from mrc.data.squad import DataError, load_squad
+    from mrc.eval.predict import debug_enabled, load_for_inference
+
     if (args.input is None) == (args.question is None and args.context is None):
         ap.error("give --question and --context, or --input and --id")
     if args.input is None and not (args.question and args.question.strip() and args.context and args.context.strip()):

@@ -15,15 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from heads.base import NEG
-from mrc.data.batching import collate
-from mrc.data.squad import Example
-from mrc.eval.predict import debug_enabled, make_windows
-from mrc.model import checkpoint
-from mrc.model.quantize import ONNX_INPUTS, BandModule, FastModelError, OnnxSpanModel, weights_digest
+# torch and the model code are imported where they are used, so that --help answers at once
 
 OPSET = 17
 SAMPLE = ("北京是中华人民共和国的首都，人口约2189万人。《红楼梦》的作者是曹雪芹，成书于18世纪中叶。"
@@ -31,7 +23,11 @@ SAMPLE = ("北京是中华人民共和国的首都，人口约2189万人。《�
 
 
 def sample_batches(tokenizer, cfg):
-    """Two collated batches of different batch size and length (the verification inputs)."""
+    """Collated batches of different batch sizes and lengths (the verification inputs)."""
+    from mrc.data.batching import collate
+    from mrc.data.squad import Example
+    from mrc.eval.predict import make_windows
+
     long = Example("a", "红楼梦的作者是谁？", SAMPLE * 4, [], [])
     short = Example("b", "首都？", SAMPLE[:30], [], [])
     tiny = Example("c", "谁？", "曹雪芹。", [], [])  # fewer tokens than max_answer_len
@@ -42,6 +38,11 @@ def sample_batches(tokenizer, cfg):
 
 def export_onnx(checkpoint_dir: str | Path, out: str | Path, *, opset: int = OPSET, atol: float = 1e-3) -> dict:
     """Export, add the metadata, verify with ONNX Runtime; returns the largest differences found."""
+    import torch
+
+    from mrc.model import checkpoint
+    from mrc.model.quantize import ONNX_INPUTS, BandModule, FastModelError, OnnxSpanModel, weights_digest
+
     try:
         import onnx
         import onnxruntime  # noqa: F401 - the check below runs the graph
@@ -73,9 +74,19 @@ def export_onnx(checkpoint_dir: str | Path, out: str | Path, *, opset: int = OPS
     return verify(model, OnnxSpanModel(out, checkpoint_dir), batches, mal, atol=atol)
 
 
-@torch.inference_mode()
 def verify(model, onnx_model, batches, max_answer_len, *, atol: float) -> dict:
     """Largest |torch - onnx| over the valid band cells (and token scores) of ``batches``; raises above ``atol``."""
+    import numpy as np
+    import torch
+
+    from heads.base import NEG
+    from mrc.model.quantize import FastModelError
+
+    with torch.inference_mode():
+        return _verify(model, onnx_model, batches, max_answer_len, atol, np, NEG, FastModelError)
+
+
+def _verify(model, onnx_model, batches, max_answer_len, atol, np, NEG, FastModelError) -> dict:
     worst = {"band": 0.0, "token_scores": 0.0}
     for batch in batches:
         out = model(**batch)
@@ -112,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--atol", type=float, default=1e-3,
                     help="largest allowed |torch - ONNX Runtime| score difference (default 1e-3)")
     args = ap.parse_args(argv)
+    from mrc.eval.predict import debug_enabled
+
     try:
         worst = export_onnx(args.checkpoint, args.onnx, opset=args.opset, atol=args.atol)
     except Exception as e:  # noqa: BLE001 - user mistakes get one line, anything else its traceback
