@@ -197,3 +197,20 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
         (ref / "metrics.json").read_text())["train"]
     assert outputs(killed) == outputs(ref)
     assert (killed / "checkpoint" / "span.safetensors").is_file() and temps(state) == []
+
+
+def test_trim_freed_memory_releases_the_heap_after_every_optimizer_step(monkeypatch):
+    """trainer.trim_freed_memory: one malloc_trim per optimizer step (not per micro-batch); off: none."""
+    from mrc.train import cpu_memory, loop
+
+    assert cpu_memory.release_freed_memory() is sys.platform.startswith("linux")
+    calls = []
+    monkeypatch.setattr(loop, "release_freed_memory", lambda: calls.append(1) or True)
+    kw = dict(epoch=1, pad_id=0, device="cpu", amp_dtype=None, logger=NullLogger(), step=0)
+    for trim, expected in ((True, 5), (False, 0)):
+        calls.clear()
+        model = tiny_model()
+        opt, sched = build_optimizer(model, OPTIM, 5)
+        trainer = OmegaConf.merge(TRAINER, {"trim_freed_memory": trim})
+        _, steps = train_epoch(model, windows(40), opt, sched, trainer=trainer, **kw)
+        assert steps == 5 and len(calls) == expected

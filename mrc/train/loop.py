@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from mrc.train import distributed
+from mrc.train.cpu_memory import release_freed_memory
 from mrc.data.batching import batches, collate
 from mrc.train.distributed import Dist
 from mrc.data.features import Window
@@ -120,6 +121,8 @@ def _optimizer_step(model, opt, sched, trainer) -> None:
     opt.step()
     sched.step()
     opt.zero_grad(set_to_none=True)
+    if trainer.get("trim_freed_memory", False):
+        release_freed_memory()
 
 
 def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer, pad_id: int, device,

@@ -38,7 +38,8 @@ STATE = Path("resume") / "state.pt"
 VERSION = 1
 # Keys that may change between the interrupted and the resuming invocation.
 VOLATILE_KEYS = ("logger", "paths", "trainer.resume", "trainer.resume_every", "trainer.progress",
-                 "trainer.log_every", "trainer.device", "trainer.retain_freed_memory")
+                 "trainer.log_every", "trainer.device", "trainer.retain_freed_memory",
+                 "trainer.trim_freed_memory")
 # Options added after states were first written, with the value that reproduces the behaviour from before
 # they existed: a state without the key resumes when the run sets exactly that value.
 ADDED_KEYS = {"optim.fused": False, "trainer.eval_each_epoch": True, "data.eval_splits": None,
