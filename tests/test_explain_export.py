@@ -137,3 +137,25 @@ def test_int8_keeps_the_down_projections_in_fp32(checkpoints):
     assert linear and quantised
     assert all(m.in_features > m.out_features for m in linear.values())
     assert all(m.in_features <= m.out_features for m in quantised.values())
+
+
+def test_onnx_int8_export_quantises_the_encoder_and_answers_like_fp32(checkpoints, onnx_files, tmp_path):
+    """mrc.export --quantize int8: ONNX Runtime int8 of the encoder's weight MatMuls (not the attention-score
+    products, not the head), loadable by --onnx like the fp32 file, answering like fp32."""
+    import onnx
+
+    from mrc.serve.export import encoder_weight_matmuls
+
+    ckpt = checkpoints["globalpointer"]
+    out = tmp_path / "int8.onnx"
+    assert export_main([str(ckpt), "--onnx", str(out), "--quantize", "int8"]) == 0
+    graph = onnx.load(str(out))
+    ops = {n.op_type for n in graph.graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops  # int8 kernels are in the graph
+    fp32_graph = onnx.load(str(onnx_files["globalpointer"])).graph
+    picked = encoder_weight_matmuls(fp32_graph)
+    assert picked and all("/encoder/" in n for n in picked)
+    assert len(picked) < sum(n.op_type == "MatMul" for n in fp32_graph.node)  # score products / head left out
+    fp32, _ = predict(*load_for_inference(ckpt), SPLIT)
+    int8, _ = predict(*load_for_inference(ckpt, onnx=out), SPLIT)
+    assert agreement(fp32, int8) >= 0.9
