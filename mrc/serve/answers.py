@@ -52,17 +52,24 @@ def _record(question: str, answer: str, entry: dict, windows) -> dict:
             "window": best["window"] if best else None, "nbest": cands, "windows": describe_windows(windows)}
 
 
-def answer(model, tokenizer, cfg, context: str, questions: list[str], *, device: str = "cpu",
-           batch_size: int = 64) -> list[dict]:
-    """Per question: answer, character offsets (``end`` exclusive; None when the answer is empty), score,
-    null score, n-best list (with each candidate's window) and the windows the context was cut into."""
+def _answer(model, tokenizer, cfg, context: str, questions: list[str], *, device: str, batch_size: int):
+    """(records as :func:`answer` returns them, each question's windows): tokenized once."""
     examples = [Example(f"q{i}", q, context, [], []) for i, q in enumerate(questions)]
     windows = make_windows(examples, tokenizer, cfg)
     with MODEL_LOCK:
         preds, nbest = predict(model, tokenizer, cfg, examples, batch_size=batch_size, device=device,
                                windows=windows)
-    return [_record(q, preds[ex.id], nbest[ex.id], [w for w in windows if w.example_index == i])
-            for i, (q, ex) in enumerate(zip(questions, examples))]
+    per_question = [[w for w in windows if w.example_index == i] for i in range(len(examples))]
+    records = [_record(q, preds[ex.id], nbest[ex.id], wins)
+               for q, ex, wins in zip(questions, examples, per_question)]
+    return records, per_question
+
+
+def answer(model, tokenizer, cfg, context: str, questions: list[str], *, device: str = "cpu",
+           batch_size: int = 64) -> list[dict]:
+    """Per question: answer, character offsets (``end`` exclusive; None when the answer is empty), score,
+    null score, n-best list (with each candidate's window) and the windows the context was cut into."""
+    return _answer(model, tokenizer, cfg, context, questions, device=device, batch_size=batch_size)[0]
 
 
 def answer_cell(window, start: int | None, end: int | None):
@@ -84,9 +91,7 @@ def explain(model, tokenizer, cfg, context: str, question: str, *, window: int |
     tokens, and either per-token start/end scores (``view="tokens"``: softmax head, log-probabilities) or
     the span band (``view="grid"``: GlobalPointer heads; ``band[i][o]`` scores the span from context
     token ``i`` to ``i + o``, None where invalid), with the answer's cell."""
-    result = answer(model, tokenizer, cfg, context, [question], device=device)[0]
-    ex = Example("q0", question, context, [], [])
-    windows = make_windows([ex], tokenizer, cfg)
+    (result,), (windows,) = _answer(model, tokenizer, cfg, context, [question], device=device, batch_size=64)
     k = (result["window"] or 0) if window is None else window
     if not 0 <= k < len(windows):
         raise IndexError(f"window {k}: this context has {len(windows)} window(s) for this question (0..{len(windows) - 1})")
