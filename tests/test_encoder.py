@@ -52,3 +52,24 @@ def test_pretrained_loads_a_local_directory_and_fails_clearly_offline(tmp_path):
     assert loaded.tokenizer("北京")["input_ids"] == enc.tokenizer("北京")["input_ids"]
     with pytest.raises(OSError, match="encoder=tiny"):
         pretrained("hfl/chinese-roberta-wwm-ext", local_files_only=True, cache_dir=str(tmp_path / "empty"))
+
+
+def test_keep_layers_cuts_the_encoder_and_the_cut_survives_a_save(tmp_path):
+    enc = tiny_bert(texts=FIXTURE_TEXTS, layers=3, hidden_size=16, heads=2, intermediate_size=32)
+    enc.model.save_pretrained(tmp_path / "m")
+    enc.tokenizer.save_pretrained(tmp_path / "m")
+    cut = pretrained(str(tmp_path / "m"), local_files_only=True, keep_layers=2)
+    assert len(cut.model.encoder.layer) == 2 and cut.model.config.num_hidden_layers == 2
+    full = pretrained(str(tmp_path / "m"), local_files_only=True)
+    for kept, orig in zip(cut.model.encoder.layer, full.model.encoder.layer):  # the first layers, as pretrained
+        assert all(torch.equal(a, b) for a, b in zip(kept.state_dict().values(), orig.state_dict().values()))
+    cut.model.save_pretrained(tmp_path / "cut")
+    cut.tokenizer.save_pretrained(tmp_path / "cut")
+    again = pretrained(str(tmp_path / "cut"), local_files_only=True)
+    assert len(again.model.encoder.layer) == 2
+    ids = torch.tensor([enc.tokenizer("北京在哪里")["input_ids"]])
+    cut.model.eval(), again.model.eval()
+    assert torch.allclose(cut.model(input_ids=ids).last_hidden_state, again.model(input_ids=ids).last_hidden_state)
+    for bad in (0, 4, "2"):
+        with pytest.raises(ValueError, match="keep_layers"):
+            pretrained(str(tmp_path / "m"), local_files_only=True, keep_layers=bad)

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedModel
 from transformers import BertTokenizerFast
 
@@ -71,12 +72,13 @@ def split_cjk_words(tokenizer):
 
 def pretrained(name_or_path: str, texts=None, revision: str | None = None, cache_dir: str | None = None,
                local_files_only: bool = False, split_cjk: bool = False,
-               freeze_word_embeddings: bool = False) -> Encoder:
+               freeze_word_embeddings: bool = False, keep_layers: int | None = None) -> Encoder:
     """Load an encoder and its tokenizer by hub name (e.g. ``hfl/chinese-roberta-wwm-ext``) or local dir.
 
     ``split_cjk``: see :func:`split_cjk_words`. ``freeze_word_embeddings``: the word-embedding table gets no
     gradient (and so no optimizer state): for large multilingual vocabularies (e5: 250K x 384) the table,
-    its gradient and AdamW's two moments are most of a CPU run's memory."""
+    its gradient and AdamW's two moments are most of a CPU run's memory. ``keep_layers``: keep only the first
+    N transformer layers (a smaller student for distillation, e.g. e5_small cut to 4 of its 12 layers)."""
     kw = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     kw = hub_or_cache(name_or_path, kw)  # offline: the cache only, failing at once instead of retrying
     try:
@@ -95,7 +97,21 @@ def pretrained(name_or_path: str, texts=None, revision: str | None = None, cache
         tokenizer = split_cjk_words(tokenizer)
     if freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
+    if keep_layers is not None:
+        truncate_layers(model, keep_layers, name_or_path)
     return Encoder(_drop_pooler(model), tokenizer)
+
+
+def truncate_layers(model, n: int, name: str = "encoder") -> None:
+    """Keep the first ``n`` transformer layers of a BERT-style ``model`` (``model.encoder.layer``) and
+    record the new depth in its config, so that a saved checkpoint reloads with ``n`` layers."""
+    layers = getattr(getattr(model, "encoder", None), "layer", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise TypeError(f"encoder.keep_layers: {name} ({type(model).__name__}) has no encoder.layer list to cut")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(layers):
+        raise ValueError(f"encoder.keep_layers={n!r}: {name} has {len(layers)} layers; give 1..{len(layers)} or null")
+    model.encoder.layer = torch.nn.ModuleList(list(layers)[:n])
+    model.config.num_hidden_layers = n
 
 
 def local_build(name_or_path: str, build: str, texts=None, local_files_only: bool = True, **kw) -> Encoder:
