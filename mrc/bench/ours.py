@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
+import os
 import time
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from omegaconf import OmegaConf
 from heads.base import top_spans
 
 from mrc.bench import peer as bench_peer
-from mrc.bench.measure import PeakRSS, best_of
+from mrc.bench.measure import PeakRSS, best_of, cpu_name
 from mrc.bench.summary import ratios, table
 from mrc.data.batching import batches, collate
 from mrc.data.squad import load_squad
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
     train = [e for e in train_all if e.id not in eval_ids][:args.n_train]
     gold = [g for g in load_references(data) if g.id in eval_ids]
     result = {"config": {**vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                         "cpu": platform.processor() or platform.machine(), "n_train": len(train),
+                         "cpu": cpu_name(), "cores": os.cpu_count(), "n_train": len(train),
                          "n_eval": len(examples)}, "ours": {}}
     windows, _ = build_windows(examples, enc.tokenizer, training=False, **geometry(args))
     batches_ = collated(windows, enc.tokenizer, args)
