@@ -53,6 +53,35 @@ def test_int8_and_onnx_agree_with_fp32(checkpoints, onnx_files, head):
         assert nbx[k]["candidates"][0]["score"] == pytest.approx(nb32[k]["candidates"][0]["score"], abs=1e-3)
 
 
+@pytest.mark.parametrize("head", HEADS)
+def test_bf16_encoder_agrees_with_fp32(checkpoints, head):
+    import torch
+
+    from mrc.model.quantize import Bf16Encoder
+
+    ckpt = checkpoints[head]
+    model, tok, cfg = load_for_inference(ckpt, quantize="bf16")
+    assert isinstance(model.encoder, Bf16Encoder)
+    fp32_model = load_for_inference(ckpt)[0]
+    batch = tok(["北京在哪里", "公司成立于哪一年"], ["北京是中国的首都。", "公司成立于1998年。"], padding=True,
+                return_tensors="pt")
+    with torch.inference_mode():
+        ref = fp32_model.encoder(**batch).last_hidden_state
+        out = model.encoder(**batch, output_hidden_states=True)
+    assert out.last_hidden_state.dtype == torch.float32 and all(h.dtype == torch.float32 for h in out.hidden_states)
+    assert torch.allclose(out.last_hidden_state, ref, atol=0.1) and not torch.equal(out.last_hidden_state, ref)
+    fp32, _ = predict(fp32_model, tok, cfg, SPLIT)
+    bf16, _ = predict(model, tok, cfg, SPLIT)
+    assert agreement(fp32, bf16) >= 0.9
+
+
+def test_fast_option_lists_agree():
+    from mrc.model.quantize import QUANTIZE
+    from mrc.serve import cli
+
+    assert cli.QUANTIZE == explain_mod.QUANTIZE == QUANTIZE == ("int8", "bf16")
+
+
 def test_predict_cli_fast_options(checkpoints, onnx_files, tmp_path, capsys):
     data = {"data": [{"paragraphs": [{"context": CONTEXT, "qas": [{"id": f"q{i}", "question": q, "answers": []}
                                                                   for i, q in enumerate(QUESTIONS)]}]}]}
@@ -60,11 +89,13 @@ def test_predict_cli_fast_options(checkpoints, onnx_files, tmp_path, capsys):
     src.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     ckpt = checkpoints["globalpointer"]
     outs = {}
-    for name, extra in (("fp32", []), ("int8", ["--quantize", "int8"]), ("onnx", ["--onnx", str(onnx_files["globalpointer"])])):
+    for name, extra in (("fp32", []), ("int8", ["--quantize", "int8"]), ("bf16", ["--quantize", "bf16"]),
+                        ("onnx", ["--onnx", str(onnx_files["globalpointer"])])):
         out = tmp_path / f"{name}.json"
         assert predict_main([str(ckpt), str(src), str(out), *extra]) == 0
         outs[name] = json.loads(out.read_text(encoding="utf-8"))
     assert outs["fp32"] == outs["onnx"] and agreement(outs["fp32"], outs["int8"]) >= 0.75
+    assert agreement(outs["fp32"], outs["bf16"]) >= 0.75
     # an ONNX file exported from another checkpoint is refused in one line
     capsys.readouterr()
     assert predict_main([str(ckpt), str(src), str(tmp_path / "x.json"), "--onnx", str(onnx_files["softmax"])]) == 2
@@ -82,7 +113,8 @@ def test_serve_with_onnx_and_int8_explains(checkpoints, onnx_files):
 
     for head, kw, backend in (("softmax", {"onnx": onnx_files["softmax"]}, "onnx"),
                               ("efficient_globalpointer", {"onnx": onnx_files["efficient_globalpointer"]}, "onnx"),
-                              ("globalpointer", {"quantize": "int8"}, "int8")):
+                              ("globalpointer", {"quantize": "int8"}, "int8"),
+                              ("softmax", {"quantize": "bf16"}, "bf16")):
         model, tok, cfg = load_for_inference(checkpoints[head], **kw)
         c = TestClient(create_app(model, tok, cfg, backend=backend), raise_server_exceptions=False)
         assert c.get("/api/info").json()["backend"] == backend

@@ -1,7 +1,7 @@
-"""fp32 vs int8 (vs ONNX Runtime) inference of one checkpoint on one SQuAD-format file.
+"""fp32 vs int8 / bf16 (vs ONNX Runtime) inference of one checkpoint on one SQuAD-format file.
 
     python experiments/inference/measure.py CHECKPOINT_DIR --input DEV.json [--limit N] [--threads T] \
-        [--variants fp32,int8,onnx] [--onnx FILE] [--runs 3] [--repeats 30] [--out DIR]
+        [--variants fp32,int8,bf16,onnx] [--onnx FILE] [--runs 3] [--repeats 30] [--out DIR]
 
 Per variant (each in its own process, so peak RSS is its own): F1 / EM on the file (official metric,
 mrc/eval/metric.py; with --limit, over the first N usable questions), agreement of its answers with fp32 (%),
@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 LATENCY_CHARS = 500
+VARIANTS = ("fp32", "int8", "bf16", "onnx")
 
 
 def latency_example(examples):
@@ -53,7 +54,7 @@ def worker(args) -> dict:
     from mrc.eval.predict import load_for_inference, make_windows, predict
 
     torch.set_num_threads(args.threads)
-    quantize = "int8" if args.worker == "int8" else None
+    quantize = args.worker if args.worker in ("int8", "bf16") else None
     onnx = args.onnx if args.worker == "onnx" else None
     model, tokenizer, cfg = load_for_inference(args.checkpoint, "cpu", quantize=quantize, onnx=onnx)
     examples, _ = load_squad(args.input, training=False)
@@ -110,13 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="only the first N usable questions")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch / ONNX Runtime threads "
                     "(default: os.cpu_count())")
-    ap.add_argument("--variants", default="fp32,int8,onnx", help="comma-separated, from fp32, int8, onnx")
+    ap.add_argument("--variants", default="fp32,int8,bf16,onnx", help="comma-separated, from fp32, int8, bf16, onnx")
     ap.add_argument("--onnx", type=Path, default=None, help="an exported file (default: export into --out)")
     ap.add_argument("--runs", type=int, default=3, help="throughput passes over the file; the best counts")
     ap.add_argument("--repeats", type=int, default=30, help="single-question latency calls (20+)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "inference" / "results")
-    ap.add_argument("--worker", choices=("fp32", "int8", "onnx"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.worker:
@@ -124,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / f"{args.worker}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
         return 0
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    bad = set(variants) - {"fp32", "int8", "onnx"}
+    bad = set(variants) - set(VARIANTS)
     if bad or "fp32" not in variants:
-        ap.error(f"--variants: give fp32 and any of int8, onnx (got {args.variants})")
+        ap.error(f"--variants: give fp32 and any of int8, bf16, onnx (got {args.variants})")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false")
     records, errors = [], {}
     if "onnx" in variants and args.onnx is None:

@@ -4,7 +4,8 @@
     python -m mrc.predict CHECKPOINT_DIR --question 问题 --context 上下文
 
 INPUT.json is SQuAD format (answers not needed); OUT.json is the submission format ``{id: answer}``.
-``--quantize int8`` (int8 encoder on CPU) or ``--onnx FILE`` (a graph from ``python -m mrc.export``, run by
+``--quantize int8`` (int8 encoder on CPU), ``--quantize bf16`` (the encoder in bf16 on CPUs with AMX /
+AVX512-BF16) or ``--onnx FILE`` (a graph from ``python -m mrc.export``, run by
 ONNX Runtime) make CPU inference faster.
 """
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 import torch
 
 from mrc.model import checkpoint
-from mrc.model.quantize import QUANTIZE, FastModelError, OnnxSpanModel, quantize_int8, tokenizer_and_config
+from mrc.model.quantize import (QUANTIZE, FastModelError, OnnxSpanModel, autocast_bf16, quantize_int8,
+                                tokenizer_and_config)
 from mrc.data.squad import DataError, Example, load_squad
 from mrc.data.features import build_windows
 from mrc.eval.inference import postprocess, score_windows
@@ -31,8 +33,8 @@ def make_windows(examples: list[Example], tokenizer, cfg):
 
 
 def load_for_inference(path, device: str = "cpu", *, quantize: str | None = None, onnx=None):
-    """(model, tokenizer, cfg) from a checkpoint, the model optionally int8-quantised (``quantize="int8"``)
-    or replaced by an ONNX graph exported from this checkpoint (``onnx=FILE``); both run on CPU only."""
+    """(model, tokenizer, cfg) from a checkpoint, the model optionally int8-quantised (``quantize="int8"``), its
+    encoder run in bf16 (``quantize="bf16"``, :func:`mrc.model.quantize.autocast_bf16`) or replaced by an ONNX graph exported from this checkpoint (``onnx=FILE``); both run on CPU only."""
     if quantize is not None and onnx is not None:
         raise FastModelError("--quantize and --onnx exclude each other; pick one")
     if quantize is not None and quantize not in QUANTIZE:
@@ -49,6 +51,8 @@ def load_for_inference(path, device: str = "cpu", *, quantize: str | None = None
     model, tokenizer, cfg = checkpoint.load(path, device)
     if quantize == "int8":
         model = quantize_int8(model)
+    elif quantize == "bf16":
+        model = autocast_bf16(model)
     return model, tokenizer, cfg
 
 
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                     "--quantize / --onnx)")
     fast = ap.add_mutually_exclusive_group()
     fast.add_argument("--quantize", choices=QUANTIZE, help="int8: dynamic int8 quantisation of the encoder's "
-                      "linear layers (CPU)")
+                      "linear layers (CPU); bf16: the encoder under bf16 autocast (CPU; fast with AMX / AVX512-BF16)")
     fast.add_argument("--onnx", type=Path, help="run this ONNX file from python -m mrc.export (exported from "
                       "the same checkpoint) with ONNX Runtime (CPU)")
     ap.add_argument("--null-threshold", type=float, default=None,

@@ -7,6 +7,10 @@ and whose activations are quantised on the fly (per batch); the head, the neck, 
 down-projections stay fp32. torch marks ``torch.ao.quantization`` deprecated in favour of ``torchao`` but still
 ships it (checked on torch 2.13); its warnings are silenced here.
 
+bf16: the encoder runs under CPU bf16 autocast (:class:`Bf16Encoder`: matrix products in bfloat16, on the
+AMX / AVX512-BF16 units of recent x86 CPUs), its hidden states handed back in fp32, so the neck, the head and
+decoding are unchanged. On a CPU without such units it runs but is slower than fp32 (a warning says so).
+
 ONNX: :mod:`mrc.serve.export` writes a graph ``inputs -> band (B, L, A)`` (plus ``token_scores`` for the
 softmax head) for a fixed ``max_answer_len``; :class:`OnnxSpanModel` runs it. The file is data (a graph
 and weights, no code); its metadata names the checkpoint weights it was exported from, and a file from
@@ -24,7 +28,7 @@ from torch import nn
 
 # ONNX graph inputs, in order (the collated batch keys the span model reads).
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "span_mask", "question_match")
-QUANTIZE = ("int8",)
+QUANTIZE = ("int8", "bf16")
 
 
 class FastModelError(ValueError):
@@ -52,6 +56,45 @@ def quantize_int8(model):
 
         spec = {name: per_channel_dynamic_qconfig for name in int8_layers(model.encoder)}
         model.encoder = quantize_dynamic(model.encoder, spec, dtype=torch.qint8)
+    return model
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN finds native bf16 matrix instructions (AVX512-BF16 or AMX) on this CPU."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
+class Bf16Encoder(nn.Module):
+    """``encoder`` run under CPU bf16 autocast; ``last_hidden_state`` and ``hidden_states`` come back in fp32.
+    Exposes what the span model reads from an encoder (``config``, ``get_input_embeddings``)."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.inner, self.config = encoder, encoder.config
+
+    def get_input_embeddings(self):
+        return self.inner.get_input_embeddings()
+
+    def forward(self, **kwargs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = self.inner(**kwargs)
+        out["last_hidden_state"] = out["last_hidden_state"].float()
+        if out.get("hidden_states") is not None:
+            out["hidden_states"] = tuple(h.float() for h in out["hidden_states"])
+        return out
+
+
+def autocast_bf16(model):
+    """The span model with its encoder run in bf16 on the CPU (:class:`Bf16Encoder`); warns when this CPU has
+    no native bf16 units, where it is slower than fp32."""
+    if not cpu_has_bf16():
+        warnings.warn("--quantize bf16: this CPU has no AVX512-BF16 / AMX units; bf16 runs emulated, slower "
+                      "than fp32", stacklevel=2)
+    model = model.cpu().eval()
+    model.encoder = Bf16Encoder(model.encoder)
     return model
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mrc.serve.limits import Limits
 
-QUANTIZE = ("int8",)  # = mrc.model.quantize.QUANTIZE (not imported here: it pulls in torch)
+QUANTIZE = ("int8", "bf16")  # = mrc.model.quantize.QUANTIZE (not imported here: it pulls in torch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     fast = ap.add_mutually_exclusive_group()
     fast.add_argument("--quantize", choices=QUANTIZE, help="int8: dynamic int8 quantisation of the encoder's "
-                      "linear layers (CPU)")
+                      "linear layers (CPU); bf16: the encoder under bf16 autocast (CPU; fast with AMX / AVX512-BF16)")
     fast.add_argument("--onnx", type=Path, help="answer with this ONNX file from python -m mrc.export (same "
                       "checkpoint), run by ONNX Runtime (CPU)")
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, ... (--quantize / --onnx: cpu only)")
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
-    backend = "int8" if args.quantize else "onnx" if args.onnx else "fp32"
+    backend = args.quantize or ("onnx" if args.onnx else "fp32")
     limits = Limits(args.max_body_bytes, args.max_context_chars, args.max_questions, args.max_question_chars)
     app = create_app(model, tokenizer, cfg, limits=limits, backend=backend, device=args.device)
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 # torch and the model code are imported where they are used, so that --help answers at once
-QUANTIZE = ("int8",)  # = mrc.model.quantize.QUANTIZE
+QUANTIZE = ("int8", "bf16")  # = mrc.model.quantize.QUANTIZE
 
 log = logging.getLogger("mrc.explain")
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--id", help="the question id in --input")
     ap.add_argument("--out", type=Path, required=True, help="directory for scores.png, windows.png, explain.json")
     ap.add_argument("--window", type=int, default=None, help="which window to draw (default: the answer's)")
-    ap.add_argument("--quantize", choices=QUANTIZE, help="explain the int8-quantised model")
+    ap.add_argument("--quantize", choices=QUANTIZE, help="explain the int8-quantised model, or the encoder run in bf16")
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
