@@ -165,3 +165,36 @@ def test_paired_by_type_compares_the_same_questions_before_and_after():
     assert out["template"] == {"TOTAL": 2, "F1_original": 75.0, "F1": 50.0, "drop": 25.0, "consistency": 50.0}
     assert out["synonym"]["drop"] == 75.0 and out["synonym"]["consistency"] == 0.0
     assert out["unchanged"] == {"TOTAL": 1, "F1_original": 0.0, "F1": 0.0, "drop": 0.0, "consistency": 100.0}
+
+
+def test_paired_script_reads_a_run_dir_and_gives_the_drop_a_ci(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    run = tmp_path / "run"
+    for d in ("splits", "scores", "predictions"):
+        (run / d).mkdir(parents=True)
+    qas = [{"id": f"q{i}", "question": "问题", "type": "template" if i < 30 else "unchanged",
+            "answers": [{"text": "北京", "answer_start": 0}]} for i in range(40)]
+    split = {"data": [{"paragraphs": [{"context": "北京是首都", "qas": qas}]}]}
+    (run / "splits" / "over_sensitivity.json").write_text(json.dumps(split, ensure_ascii=False), encoding="utf-8")
+    before = {f"q{i}": {"f1": 1.0, "em": 1.0} for i in range(40)}
+    after = {f"q{i}": {"f1": 0.0 if i < 15 else 1.0, "em": 0.0} for i in range(40)}  # half the templates lost
+    for name, scores in (("in_domain", before), ("over_sensitivity", after)):
+        (run / "scores" / f"{name}.json").write_text(json.dumps(scores), encoding="utf-8")
+        preds = {i: ("北京" if s["f1"] else "首都") for i, s in scores.items()}
+        (run / "predictions" / f"{name}.json").write_text(json.dumps(preds, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "paired.json"
+    proc = subprocess.run([sys.executable, "experiments/over_sensitivity/paired.py", str(run), "--json", str(out),
+                           "--bootstrap", "500"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(out.read_text(encoding="utf-8"))["run"]
+    assert got["template"]["drop"] == 50.0 and got["template"]["consistency"] == 50.0
+    lo, hi = got["template"]["drop_ci"]
+    assert 25.0 <= lo < 50.0 < hi <= 75.0 and got["template"]["p_bootstrap"] < 0.01
+    assert got["unchanged"]["drop"] == 0.0 and got["unchanged"]["p_bootstrap"] == 1.0
+    assert got["all"]["TOTAL"] == 40 and got["all"]["drop"] == 37.5
+    assert "| run | template | 30 |" in proc.stdout
