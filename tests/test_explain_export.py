@@ -75,6 +75,14 @@ def test_bf16_encoder_agrees_with_fp32(checkpoints, head):
     assert agreement(fp32, bf16) >= 0.9
 
 
+def test_bf16_warns_on_a_cpu_without_bf16_units(checkpoints, monkeypatch):
+    from mrc.model import quantize
+
+    monkeypatch.setattr(quantize, "cpu_has_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="no AVX512-BF16 / AMX"):
+        load_for_inference(checkpoints["softmax"], quantize="bf16")
+
+
 def test_fast_option_lists_agree():
     from mrc.model.quantize import QUANTIZE
     from mrc.serve import cli
