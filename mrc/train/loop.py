@@ -115,6 +115,14 @@ def _summed(p: EpochProgress, d: Dist) -> EpochProgress:
     return replace(p, total_loss=total_loss, n_loss=int(n_loss), windows=int(windows))
 
 
+def _duration(seconds: float) -> str:
+    """``seconds`` as ``1 h 05 min``, ``12 min`` or ``40 s``."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{seconds // 60} min" if seconds >= 60 else f"{seconds} s"
+
+
 def _optimizer_step(model, opt, sched, trainer) -> None:
     if trainer.max_grad_norm:
         torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.max_grad_norm)
@@ -146,7 +154,7 @@ def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer
     mine, n_real = mine[:keep], min(n_real, keep)
     p = replace(start) if start is not None else EpochProgress()
     every = int(trainer.get("resume_every", 0) or 0) if on_resume_point else 0
-    resumed_windows, t0 = p.windows, time.perf_counter()
+    resumed_windows, first_batch, t0 = p.windows, p.batch, time.perf_counter()
     bar = tqdm(range(p.batch, len(mine)), initial=p.batch, total=len(mine), desc=f"epoch {epoch}", unit="batch",
                disable=None if trainer.progress else True)  # None: bars on a terminal only
     for i in bar:
@@ -173,6 +181,11 @@ def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer
             logger.log({"train/loss": mean, "train/lr": sched.get_last_lr()[0],
                         "train/windows_per_s": rate, "epoch": epoch}, step=step)
             bar.set_postfix(loss=f"{mean:.3f}", win_s=f"{rate:.0f}")
+            if bar.disable and dist.is_main:  # no bar shown (progress off, or not a terminal): a log line
+                elapsed, done = time.perf_counter() - t0, i + 1 - first_batch
+                log.info("epoch %d: batch %d/%d, optimizer step %d, loss %.4f, %.2f windows/s, epoch ends in ~%s",
+                         epoch, i + 1, len(mine), step, mean, rate,
+                         _duration(elapsed / done * (len(mine) - i - 1)))
         if every and step % every == 0:
             elapsed = replace(p, seconds=p.seconds + time.perf_counter() - t0)
             on_resume_point(step, _summed(elapsed, dist))
