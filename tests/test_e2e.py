@@ -133,7 +133,8 @@ def test_dureader_robust_smoke(tmp_path):
     assert len(json.loads((tmp_path / "predictions" / "in_domain.json").read_text())) == 40
 
 
-def test_fractional_epochs_evaluated_only_at_the_end(tmp_path, caplog):
+def test_fractional_epochs_evaluated_only_at_the_end(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr("mrc.train.loop.PROGRESS_EVERY_S", 0.0)  # every log_every steps, however fast
     cfg = compose_cfg(DEMO + ["head=softmax", "trainer.epochs=1.5", "trainer.eval_each_epoch=false",
                               "trainer.null_window_keep=1.0", "trainer.log_every=2"], tmp_path)
     caplog.set_level("INFO")

@@ -21,6 +21,7 @@ from mrc.train.distributed import Dist
 from mrc.data.features import Window
 
 log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 30.0  # without a progress bar: a progress line every log_every steps, at most one per 30 s
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
@@ -155,6 +156,7 @@ def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer
     p = replace(start) if start is not None else EpochProgress()
     every = int(trainer.get("resume_every", 0) or 0) if on_resume_point else 0
     resumed_windows, first_batch, t0 = p.windows, p.batch, time.perf_counter()
+    said = t0  # when the last progress line was logged
     bar = tqdm(range(p.batch, len(mine)), initial=p.batch, total=len(mine), desc=f"epoch {epoch}", unit="batch",
                disable=None if trainer.progress else True)  # None: bars on a terminal only
     for i in bar:
@@ -181,8 +183,9 @@ def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer
             logger.log({"train/loss": mean, "train/lr": sched.get_last_lr()[0],
                         "train/windows_per_s": rate, "epoch": epoch}, step=step)
             bar.set_postfix(loss=f"{mean:.3f}", win_s=f"{rate:.0f}")
-            if bar.disable and dist.is_main:  # no bar shown (progress off, or not a terminal): a log line
-                elapsed, done = time.perf_counter() - t0, i + 1 - first_batch
+            now = time.perf_counter()
+            if bar.disable and dist.is_main and now - said >= PROGRESS_EVERY_S:  # no bar shown: a log line
+                elapsed, done, said = now - t0, i + 1 - first_batch, now
                 log.info("epoch %d: batch %d/%d, optimizer step %d, loss %.4f, %.2f windows/s, epoch ends in ~%s",
                          epoch, i + 1, len(mine), step, mean, rate,
                          _duration(elapsed / done * (len(mine) - i - 1)))
