@@ -34,7 +34,8 @@ def make_windows(examples: list[Example], tokenizer, cfg):
 
 def load_for_inference(path, device: str = "cpu", *, quantize: str | None = None, onnx=None):
     """(model, tokenizer, cfg) from a checkpoint, the model optionally int8-quantised (``quantize="int8"``), its
-    encoder run in bf16 (``quantize="bf16"``, :func:`mrc.model.quantize.autocast_bf16`) or replaced by an ONNX graph exported from this checkpoint (``onnx=FILE``); both run on CPU only."""
+    encoder run in bf16 (``quantize="bf16"``, :func:`mrc.model.quantize.autocast_bf16`) or replaced by an ONNX
+    graph exported from this checkpoint (``onnx=FILE``); all three run on CPU only."""
     if quantize is not None and onnx is not None:
         raise FastModelError("--quantize and --onnx exclude each other; pick one")
     if quantize is not None and quantize not in QUANTIZE:

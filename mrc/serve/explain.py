@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mrc.serve.cli import QUANTIZE  # the --quantize choices, without importing torch
+
 # torch and the model code are imported where they are used, so that --help answers at once
-QUANTIZE = ("int8", "bf16")  # = mrc.model.quantize.QUANTIZE
 
 log = logging.getLogger("mrc.explain")
 
