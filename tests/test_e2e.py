@@ -148,3 +148,33 @@ def test_fractional_epochs_evaluated_only_at_the_end(tmp_path, caplog, monkeypat
     assert metrics["best_epoch"] == 2 and metrics["train"]["epochs"] == 1.5
     per_epoch = -(-metrics["train"]["windows"] // 16)  # every window each epoch, batch 16
     assert metrics["train"]["steps"] == per_epoch + round(per_epoch * 0.5)
+
+
+def test_cpu_bf16_trains_and_evaluates_under_autocast(tmp_path, caplog, monkeypatch):
+    import torch
+    from omegaconf import OmegaConf
+    from mrc.model.span_model import SpanModel
+    from mrc.train.pipeline import autocast_dtype
+    off = OmegaConf.create({"bf16": True})
+    assert autocast_dtype(off, "cpu") is None and autocast_dtype(off, "cuda") == torch.bfloat16  # the defaults
+    assert autocast_dtype(OmegaConf.create({"bf16": False, "cpu_bf16": True}), "cuda:1") is None
+    monkeypatch.setattr("mrc.train.pipeline.cpu_has_bf16", lambda: False)  # the warning, on any CPU
+    seen, forward = [], SpanModel.forward
+
+    def spy(self, *args, **kwargs):
+        seen.append((self.training, torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return forward(self, *args, **kwargs)
+    monkeypatch.setattr(SpanModel, "forward", spy)
+    caplog.set_level("INFO")
+    f1 = run(compose_cfg(DEMO + ["head=globalpointer", "trainer.cpu_bf16=true"], tmp_path), tmp_path)
+    assert "bf16 autocast on the CPU" in caplog.text and "no AVX512-BF16 / AMX units" in caplog.text
+    assert {training for training, _, _ in seen} == {True, False}  # training batches and evaluation batches
+    assert all(on and dtype == torch.bfloat16 for _, on, dtype in seen)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["splits"]["in_domain"]["F1"] == f1
+    from safetensors import safe_open
+    files = sorted((tmp_path / "checkpoint").rglob("*.safetensors"))
+    assert len(files) == 2  # the encoder's and the span model's
+    for file in files:
+        with safe_open(str(file), "pt") as f:
+            assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}  # the weights stay fp32

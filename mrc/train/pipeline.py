@@ -25,6 +25,7 @@ from mrc.eval.nulls import apply_threshold, tune_threshold
 from mrc.train.inputs import ConfigError, check_overlap, load_data  # noqa: F401 (load_data: also for lexical)
 from mrc.train.splits import Split, robustness_metrics
 from mrc.model.finetune import count_parameters
+from mrc.model.quantize import cpu_has_bf16
 from mrc.model.span_model import SpanModel, max_positions
 from mrc.train.cpu_memory import retain_freed_memory
 from mrc.train.record import write_record
@@ -151,6 +152,20 @@ def check_geometry(cfg: DictConfig, encoder_config=None) -> None:
                           f"data.max_len<={limit}")
 
 
+def autocast_dtype(trainer: DictConfig, device: str):
+    """bf16 for training and evaluation under autocast (``trainer.bf16`` on CUDA, ``trainer.cpu_bf16`` on
+    the CPU), else None (fp32). Weights, optimizer state and the heads' losses stay fp32 either way."""
+    if str(device).startswith("cuda"):
+        return torch.bfloat16 if trainer.bf16 else None
+    if not trainer.get("cpu_bf16", False):
+        return None
+    if not cpu_has_bf16():
+        log.warning("trainer.cpu_bf16=true: this CPU has no AVX512-BF16 / AMX units; bf16 runs emulated, "
+                    "slower than fp32 (set trainer.cpu_bf16=false)")
+    log.info("bf16 autocast on the CPU (trainer.cpu_bf16=true)")
+    return torch.bfloat16
+
+
 def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | None = None) -> float:
     if d.enabled:
         distributed.check_same(str(run_dir.resolve()), "the run dir (give torchrun a fixed hydra.run.dir=DIR)", d)
@@ -162,7 +177,7 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | No
     seed_everything(cfg.seed)
     if device == "cpu" and cfg.trainer.get("retain_freed_memory", True):
         retain_freed_memory()
-    amp = torch.bfloat16 if device.startswith("cuda") and cfg.trainer.bf16 else None
+    amp = autocast_dtype(cfg.trainer, device)
     with distributed.main_first(d):
         root, train, train_stats, splits = load_data(cfg, run_dir, main=d.is_main)
     texts = [e.question for e in train] + list(dict.fromkeys(e.context for e in train))
