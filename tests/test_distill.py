@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from heads.base import NEG, valid_spans
 from heads.globalpointer import EfficientGlobalPointer, GlobalPointer
 from heads.softmax import SoftmaxHead
-from mrc.model.distill import Distiller, kd_loss, score_kind
+from mrc.model.distill import Distiller, kd_loss, kd_loss_cached, score_kind, teacher_top_k
 from mrc.model.span_model import SpanModel
 from mrc.train.inputs import ConfigError
 from mrc.train.teacher import attach_teacher
@@ -61,6 +61,29 @@ def test_kd_on_a_grid_ignores_invalid_cells():
     assert kd_loss(s, t, mask, "grid").item() > 0
 
 
+@pytest.mark.parametrize("kind", ["start_end", "grid"])
+def test_cached_top_k_is_the_full_kl_when_it_keeps_every_cell_and_a_lower_bound_otherwise(kind):
+    torch.manual_seed(0)
+    mask = torch.tensor([[True, False, True, True, True, False], [True, True, True, False, False, False]])
+    B, L = mask.shape
+    if kind == "start_end":
+        shape, invalid = (B, L, 2), ~mask[..., None].expand(B, L, 2)
+    else:
+        shape, invalid = (B, L, L), ~valid_spans(mask)
+    t = (3 * torch.randn(shape)).masked_fill(invalid, NEG)
+    s = (3 * torch.randn(shape)).masked_fill(invalid, NEG)
+    for T in (1.0, 2.0):
+        full = kd_loss(s, t, mask, kind, T)
+        every = teacher_top_k(t, mask, kind, T, k=L * L)  # more than the cells: padded, massless entries
+        assert every[2].shape == (B, 1 if kind == "grid" else 2, L * L)
+        assert kd_loss_cached(s, mask, kind, T, *every).item() == pytest.approx(full.item(), rel=1e-4)
+        assert torch.exp(every[3]).max().item() < 1e-6  # nothing left over
+        few = teacher_top_k(t, mask, kind, T, k=2)
+        part = kd_loss_cached(s, mask, kind, T, *few).item()
+        assert 0 < part <= full.item() + 1e-6
+        assert kd_loss_cached(t, mask, kind, T, *few).item() == pytest.approx(0.0, abs=1e-5)  # student = teacher
+
+
 def test_mismatched_heads_and_options_are_refused():
     model, _ = student("globalpointer")
     teacher, _ = student("softmax")
@@ -109,4 +132,12 @@ def test_a_tiny_run_with_a_teacher(tmp_path):
     f1 = run(cfg, student_dir)
     metrics = json.loads((student_dir / "metrics.json").read_text())
     assert metrics["splits"]["in_domain"]["F1"] == f1 and metrics["history"][0]["loss"] > 0
-    assert (student_dir / "checkpoint" / "mrc.yaml").is_file()
+    assert (student_dir / "checkpoint" / "mrc.yaml").is_file() and "teacher_cache" not in metrics["data"]
+    # distill.cache: scored once before training, then freed (a step without the cache would raise)
+    cached_dir = tmp_path / "cached"
+    run(compose_cfg(DEMO + ["head=efficient_globalpointer", f"distill.teacher={teacher_dir}", "distill.alpha=0.7",
+                            "distill.temperature=2.0", "distill.cache=true", "distill.top_k=16"], cached_dir), cached_dir)
+    cached = json.loads((cached_dir / "metrics.json").read_text())
+    info = cached["data"]["teacher_cache"]
+    assert info["windows"] == cached["train"]["windows"] and info["top_k"] == 16
+    assert 0 < info["mass_kept"] <= 1 and cached["history"][0]["loss"] > 0

@@ -9,7 +9,9 @@ from mrc.data.features import Window
 
 def collate(windows: list[Window], pad_id: int) -> dict[str, torch.Tensor]:
     """Pad a list of windows to the longest one: ids/masks (B, L), labels (B, K, 2) padded with -1, and
-    ``token_chars`` (B, L): characters of each context token (0 elsewhere), for span-F1-aware targets."""
+    ``token_chars`` (B, L): characters of each context token (0 elsewhere), for span-F1-aware targets; with
+    cached teacher distributions (``Window.teacher``) also ``teacher_rows`` / ``teacher_cols`` / ``teacher_logp``
+    (B, R, k) and ``teacher_log_rest`` (B, R)."""
     B, L = len(windows), max(len(w.input_ids) for w in windows)
     K = max(len(w.labels) for w in windows)
     input_ids = np.full((B, L), pad_id, np.int64)
@@ -30,10 +32,14 @@ def collate(windows: list[Window], pad_id: int) -> dict[str, torch.Tensor]:
         labels[b, :len(w.labels)] = w.labels
         offs = np.asarray(w.offsets)
         token_chars[b, :n] = np.where(offs[:, 0] >= 0, offs[:, 1] - offs[:, 0], 0)
-    return {"input_ids": torch.from_numpy(input_ids), "token_type_ids": torch.from_numpy(token_type_ids),
-            "attention_mask": torch.from_numpy(attention_mask), "span_mask": torch.from_numpy(span_mask),
-            "question_match": torch.from_numpy(question_match), "labels": torch.from_numpy(labels),
-            "token_chars": torch.from_numpy(token_chars)}
+    out = {"input_ids": torch.from_numpy(input_ids), "token_type_ids": torch.from_numpy(token_type_ids),
+           "attention_mask": torch.from_numpy(attention_mask), "span_mask": torch.from_numpy(span_mask),
+           "question_match": torch.from_numpy(question_match), "labels": torch.from_numpy(labels),
+           "token_chars": torch.from_numpy(token_chars)}
+    if windows[0].teacher is not None:  # distill.cache: the teacher's cached distributions, stacked
+        for i, key in enumerate(("teacher_rows", "teacher_cols", "teacher_logp", "teacher_log_rest")):
+            out[key] = torch.from_numpy(np.stack([w.teacher[i] for w in windows]))
+    return out
 
 
 def batches(lengths: list[int], batch_size: int, *, shuffle: bool, seed: int = 0,

@@ -33,6 +33,7 @@ class Window:
     offsets: np.ndarray         # (L, 2) int64, -1 outside the context
     labels: list[tuple[int, int]] = field(default_factory=lambda: [(0, 0)])
     question_match: np.ndarray | None = None  # (L,) bool: context token whose id occurs in the question
+    teacher: tuple | None = None  # distill.cache: (rows, cols, logp, log_rest), mrc.model.distill.teacher_top_k
 
 
 @dataclass

@@ -7,10 +7,17 @@ distributions are the heads' own, softened by the temperature ``T``:
 - GlobalPointer heads: one distribution over every valid cell of the span grid (``valid_spans``: both ends
   in ``span_mask``, start <= end, [CLS] only as the null cell).
 
-``T²`` keeps the gradients' size independent of ``T`` (at ``T = 1`` it is the plain KL). The teacher runs in
-eval mode under ``no_grad`` on the student's own batches (scores computed on the fly, never cached), so
-teacher and student must share a tokenizer (the run checks their vocabularies). The teacher is held
-outside the student's modules: it is never trained, saved or counted.
+``T²`` keeps the gradients' size independent of ``T`` (at ``T = 1`` it is the plain KL). By default the
+teacher runs in eval mode under ``no_grad`` on the student's own batches, so teacher and student must share
+a tokenizer (the run checks their vocabularies). The teacher is held outside the student's modules: it is
+never trained, saved or counted.
+
+Cached (``distill.cache=true``): the teacher scores every training window once before training
+(:func:`teacher_top_k`), keeping per distribution its ``top_k`` most probable cells at temperature ``T`` and
+the probability left over. The loss (:func:`kd_loss_cached`) is then the KL between the two distributions
+coarsened to those cells plus one "rest" bin: exact when ``top_k`` covers every cell, otherwise a lower
+bound of the full KL that differs from it only by how the teacher's left-over mass is spread. A distilled
+step then costs what a plain one does.
 """
 from __future__ import annotations
 
@@ -47,6 +54,50 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, span_mask: torch.Tenso
     return kl * temperature ** 2
 
 
+def teacher_top_k(scores: torch.Tensor, span_mask: torch.Tensor, kind: str, temperature: float, k: int):
+    """The teacher's distributions at temperature ``T``, compacted: per window ``R`` distributions (2 for
+    start/end, 1 for the grid), each as its ``k`` most probable cells ``(rows, cols)`` (start, end; for
+    start/end the position and 0), their log-probabilities, and the log of the probability left over.
+
+    Returns ``rows, cols`` (B, R, k) int32, ``logp`` (B, R, k) float32 and ``log_rest`` (B, R) float32. When a
+    distribution has fewer than ``k`` valid cells the remaining entries hold ``logp = NEG`` (no mass)."""
+    B, L = span_mask.shape
+    if kind == "start_end":  # (B, L, 2); positions outside span_mask hold NEG
+        raw = scores.float().transpose(1, 2)  # (B, 2, L)
+    else:
+        raw = scores.float().masked_fill(~valid_spans(span_mask), NEG).reshape(B, 1, L * L)
+    kk = min(k, raw.shape[-1])
+    logp = (raw / temperature).log_softmax(-1)
+    top, idx = logp.topk(kk, -1)
+    top = top.masked_fill(raw.gather(-1, idx) <= NEG / 2, NEG)  # an invalid cell filled the top k: no mass
+    log_rest = torch.log((1 - top.exp().sum(-1)).clamp(min=1e-12))
+    rows, cols = (idx, torch.zeros_like(idx)) if kind == "start_end" else (idx // L, idx % L)
+    if kk < k:  # fewer cells than k: pad with massless entries
+        pad = (0, k - kk)
+        rows, cols = F.pad(rows, pad), F.pad(cols, pad)
+        top = F.pad(top, pad, value=NEG)
+    return rows.int(), cols.int(), top, log_rest
+
+
+def kd_loss_cached(student: torch.Tensor, span_mask: torch.Tensor, kind: str, temperature: float,
+                   rows: torch.Tensor, cols: torch.Tensor, logp: torch.Tensor, log_rest: torch.Tensor) -> torch.Tensor:
+    """``T² · KL`` between the cached teacher distributions (:func:`teacher_top_k`) and the student's,
+    both coarsened to the teacher's top-k cells plus a "rest" bin; averaged as :func:`kd_loss` does."""
+    B, L = span_mask.shape
+    if kind == "start_end":
+        logq = (student.float() / temperature).log_softmax(1).transpose(1, 2)  # (B, 2, L)
+        q_top = logq.gather(2, rows.long())
+    else:
+        s = student.float().masked_fill(~valid_spans(span_mask), NEG).reshape(B, 1, L * L)
+        q_top = (s / temperature).log_softmax(-1).gather(2, rows.long() * L + cols.long())
+    kept = logp > NEG / 2
+    q_top = q_top.masked_fill(~kept, NEG)
+    q_rest = torch.log((1 - q_top.exp().sum(-1)).clamp(min=1e-12))
+    p = logp.exp()  # 0 on padded entries
+    kl = (p * (logp - q_top)).masked_fill(~kept, 0.0).sum(-1) + log_rest.exp() * (log_rest - q_rest)
+    return kl.mean() * temperature ** 2
+
+
 class Distiller:
     """What :meth:`mrc.model.span_model.SpanModel.loss` adds when a teacher is set."""
 
@@ -63,7 +114,14 @@ class Distiller:
         teacher.requires_grad_(False)
 
     def __call__(self, scores: torch.Tensor, batch: dict, gold: torch.Tensor) -> torch.Tensor:
-        """``alpha · kd + (1 − alpha) · gold`` for one batch (the student's ``scores`` and gold loss)."""
+        """``alpha · kd + (1 − alpha) · gold`` for one batch (the student's ``scores`` and gold loss); uses
+        the cached teacher distributions when the batch carries them (``teacher_logp`` etc.)."""
+        if "teacher_logp" in batch:
+            kd = kd_loss_cached(scores, batch["span_mask"], self.kind, self.temperature, batch["teacher_rows"],
+                                batch["teacher_cols"], batch["teacher_logp"], batch["teacher_log_rest"])
+            return self.alpha * kd + (1 - self.alpha) * gold
+        if self.teacher is None:
+            raise RuntimeError("distill.cache: a training batch without the teacher's cached distributions")
         with torch.no_grad():
             teacher_scores = self.teacher(**batch)
         kd = kd_loss(scores, teacher_scores, batch["span_mask"], self.kind, self.temperature)

@@ -31,7 +31,7 @@ from mrc.train.cpu_memory import retain_freed_memory
 from mrc.train.record import write_record
 from mrc.train.resume import Resumer, RunProgress, preflight
 from mrc.train.outputs import write_outputs
-from mrc.train.teacher import attach_teacher
+from mrc.train.teacher import attach_teacher, cache_teacher
 from mrc.train.loop import build_optimizer, n_epochs, total_steps, train_epoch
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,12 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | No
         features[s.name] = f.as_dict()
     log.info("data root %s: %d training examples -> %d windows; eval %s", root, len(train),
              len(train_windows), {n: len(s.examples) for n, s in splits.items()})
+    teacher_cache = None
+    if model.distiller is not None and cfg.distill.get("cache", False):
+        teacher_cache = cache_teacher(model, train_windows, batch_size=cfg.trainer.eval_batch_size, device=device,
+                                      pad_id=enc.tokenizer.pad_token_id, amp_dtype=amp,
+                                      top_k=int(cfg.distill.get("top_k", 64)), progress=cfg.trainer.progress)
+        model.distiller.teacher = None  # every training batch now carries its scores: free the teacher
     if d.enabled:
         distributed.check_same(windows_digest(train_windows), "the training windows", d)
     job = job_info(cfg)
@@ -211,7 +217,9 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | No
         logger.summary({"params/trainable": params["trainable"], "params/total": params["total"]})
         return _fit_and_report(cfg, run_dir, model, enc.tokenizer, train, train_windows, splits, device,
                                amp, logger, {"train": train_stats, "eval": {n: s.stats for n, s in splits.items()},
-                                             "features": features, "root": str(root)}, job, d, resume_state,
+                                             "features": features, "root": str(root),
+                                             **({"teacher_cache": teacher_cache} if teacher_cache else {})},
+                               job, d, resume_state,
                                params)
     finally:
         logger.finish()

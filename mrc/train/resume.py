@@ -47,7 +47,8 @@ ADDED_KEYS = {"optim.fused": False, "trainer.eval_each_epoch": True, "data.eval_
               # existed had none of them, which is what these defaults do
               "neck._target_": "mrc.model.necks.NoNeck", "finetune._target_": "mrc.model.finetune.Full",
               "distill.teacher": None, "distill.alpha": 0.5, "distill.temperature": 1.0,
-              "head.span_target": "hard", "head.span_temperature": 1.0}
+              "head.span_target": "hard", "head.span_temperature": 1.0,
+              "distill.cache": False, "distill.top_k": 64, "trainer.cpu_bf16": False}
 
 
 class ResumeError(ValueError):
