@@ -120,7 +120,7 @@ def test_a_teacher_with_another_tokenizer_is_refused_in_one_line(tmp_path):
     assert model.distiller is not None and model.distiller.alpha == 0.5
 
 
-def test_a_tiny_run_with_a_teacher(tmp_path):
+def test_a_tiny_run_with_a_teacher(tmp_path, caplog, monkeypatch):
     from mrc.train.pipeline import run
     from tests.test_e2e import DEMO, compose_cfg
 
@@ -135,9 +135,12 @@ def test_a_tiny_run_with_a_teacher(tmp_path):
     assert (student_dir / "checkpoint" / "mrc.yaml").is_file() and "teacher_cache" not in metrics["data"]
     # distill.cache: scored once before training, then freed (a step without the cache would raise)
     cached_dir = tmp_path / "cached"
+    monkeypatch.setattr("mrc.train.loop.PROGRESS_EVERY_S", 0.0)  # a progress line after every batch
+    caplog.set_level("INFO")
     run(compose_cfg(DEMO + ["head=efficient_globalpointer", f"distill.teacher={teacher_dir}", "distill.alpha=0.7",
                             "distill.temperature=2.0", "distill.cache=true", "distill.top_k=16"], cached_dir), cached_dir)
     cached = json.loads((cached_dir / "metrics.json").read_text())
     info = cached["data"]["teacher_cache"]
     assert info["windows"] == cached["train"]["windows"] and info["top_k"] == 16
     assert 0 < info["mass_kept"] <= 1 and cached["history"][0]["loss"] > 0
+    assert "caching the teacher's distributions over" in caplog.text and "teacher: batch 1/" in caplog.text

@@ -103,7 +103,7 @@ def test_fractional_epochs_train_a_share_of_the_last_epoch():
 
 
 def test_progress_durations_read_as_time():
-    from mrc.train.loop import _duration
+    from mrc.train.loop import duration
 
-    assert [_duration(s) for s in (0.4, 40, 59.6, 61, 725, 3600, 3930.2)] == \
+    assert [duration(s) for s in (0.4, 40, 59.6, 61, 725, 3600, 3930.2)] == \
         ["0 s", "40 s", "1 min", "1 min", "12 min", "1 h 00 min", "1 h 05 min"]

@@ -116,7 +116,7 @@ def _summed(p: EpochProgress, d: Dist) -> EpochProgress:
     return replace(p, total_loss=total_loss, n_loss=int(n_loss), windows=int(windows))
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     """``seconds`` as ``1 h 05 min``, ``12 min`` or ``40 s``."""
     seconds = int(round(seconds))
     if seconds >= 3600:
@@ -188,7 +188,7 @@ def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer
                 elapsed, done, said = now - t0, i + 1 - first_batch, now
                 log.info("epoch %d: batch %d/%d, optimizer step %d, loss %.4f, %.2f windows/s, epoch ends in ~%s",
                          epoch, i + 1, len(mine), step, mean, rate,
-                         _duration(elapsed / done * (len(mine) - i - 1)))
+                         duration(elapsed / done * (len(mine) - i - 1)))
         if every and step % every == 0:
             elapsed = replace(p, seconds=p.seconds + time.perf_counter() - t0)
             on_resume_point(step, _summed(elapsed, dist))

@@ -14,6 +14,7 @@ from mrc.data.batching import batches, collate
 from mrc.model import checkpoint
 from mrc.model.distill import Distiller, score_kind, teacher_top_k
 from mrc.model.span_model import max_positions
+from mrc.train import loop
 from mrc.train.inputs import ConfigError
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,11 @@ def cache_teacher(model, windows: list, *, batch_size: int, device, pad_id: int,
     log.info("caching the teacher's distributions over %d training windows (top %d cells, T=%.2f)",
              len(windows), top_k, dist.temperature)
     t0, covered, n = time.perf_counter(), 0.0, 0
+    said = t0
     order = batches([len(w.input_ids) for w in windows], batch_size, shuffle=False)
+    bar = tqdm(order, desc="teacher", unit="batch", disable=None if progress else True)
     with torch.inference_mode():
-        for idx in tqdm(order, desc="teacher", unit="batch", disable=None if progress else True):
+        for done, idx in enumerate(bar, 1):
             batch = {k: v.to(device) for k, v in collate([windows[i] for i in idx], pad_id).items()}
             with torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype or torch.bfloat16,
                                 enabled=amp_dtype is not None):
@@ -77,6 +80,11 @@ def cache_teacher(model, windows: list, *, batch_size: int, device, pad_id: int,
                 windows[i].teacher = (rows[b], cols[b], logp[b], rest[b])
             covered += float((1 - np.exp(rest)).sum())
             n += rest.size
+            now = time.perf_counter()
+            if bar.disable and now - said >= loop.PROGRESS_EVERY_S:  # no bar shown: a log line
+                said = now
+                log.info("teacher: batch %d/%d, done in ~%s", done, len(order),
+                         loop.duration((now - t0) / done * (len(order) - done)))
     seconds = time.perf_counter() - t0
     info = {"windows": len(windows), "top_k": top_k, "seconds": round(seconds, 2),
             "mass_kept": round(covered / max(n, 1), 5)}
