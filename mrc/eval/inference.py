@@ -14,22 +14,30 @@ from mrc.data.squad import Example
 from mrc.data.features import Window
 
 
+def forward_batches(model, windows: list[Window], order, *, device, pad_id: int, amp_dtype=None):
+    """``(idx, batch, model output)`` for each index batch of ``order``: collated, moved to ``device`` and run
+    in eval mode, under ``amp_dtype`` autocast when given (callers hold ``torch.inference_mode``)."""
+    model.eval()
+    for idx in order:
+        batch = {k: v.to(device) for k, v in collate([windows[i] for i in idx], pad_id).items()}
+        with torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype or torch.bfloat16,
+                            enabled=amp_dtype is not None):
+            out = model(**batch)
+        yield idx, batch, out  # outside autocast: what the caller does with it runs as before
+
+
 @torch.inference_mode()
 def score_windows(model, windows: list[Window], *, batch_size: int, max_answer_len: int | None,
                   n_best: int, device, pad_id: int, amp_dtype=None, progress: bool = False):
     """Top ``n_best`` spans per window: arrays starts/ends/scores (W, k) and null scores (W,)."""
-    model.eval()
     W = len(windows)
     starts = np.zeros((W, n_best), np.int64)
     ends = np.zeros((W, n_best), np.int64)
     scores = np.full((W, n_best), NEG, np.float32)
     null = np.zeros(W, np.float32)
     order = batches([len(w.input_ids) for w in windows], batch_size, shuffle=False)
-    for idx in tqdm(order, desc="eval", unit="batch", disable=None if progress else True, leave=False):
-        batch = {k: v.to(device) for k, v in collate([windows[i] for i in idx], pad_id).items()}
-        with torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype or torch.bfloat16,
-                            enabled=amp_dtype is not None):
-            out = model(**batch)
+    bar = tqdm(order, desc="eval", unit="batch", disable=None if progress else True, leave=False)
+    for idx, batch, out in forward_batches(model, windows, bar, device=device, pad_id=pad_id, amp_dtype=amp_dtype):
         grid = model.head.span_scores(out, batch["span_mask"], max_answer_len)
         s, e, sc, nl = (t.cpu().numpy() for t in top_spans(grid, n_best))
         k = s.shape[1]

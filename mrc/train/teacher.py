@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mrc.data.batching import batches, collate
+from mrc.data.batching import batches
+from mrc.eval.inference import forward_batches
 from mrc.model import checkpoint
 from mrc.model.distill import Distiller, score_kind, teacher_top_k
 from mrc.model.span_model import max_positions
@@ -69,11 +70,8 @@ def cache_teacher(model, windows: list, *, batch_size: int, device, pad_id: int,
     order = batches([len(w.input_ids) for w in windows], batch_size, shuffle=False)
     bar = tqdm(order, desc="teacher", unit="batch", disable=None if progress else True)
     with torch.inference_mode():
-        for done, idx in enumerate(bar, 1):
-            batch = {k: v.to(device) for k, v in collate([windows[i] for i in idx], pad_id).items()}
-            with torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype or torch.bfloat16,
-                                enabled=amp_dtype is not None):
-                scores = dist.teacher(**batch)
+        scored = forward_batches(dist.teacher, windows, bar, device=device, pad_id=pad_id, amp_dtype=amp_dtype)
+        for done, (idx, batch, scores) in enumerate(scored, 1):
             rows, cols, logp, rest = (t.cpu().numpy() for t in teacher_top_k(
                 scores, batch["span_mask"], dist.kind, dist.temperature, top_k))
             for b, i in enumerate(idx):
