@@ -65,7 +65,8 @@ def finished_job(root: Path, name: str, head: str, seed: int, extra_split: bool 
     if extra_split:
         splits["checklist"] = {"F1": 42.0, "EM": 40.0}
     metrics = {"in_domain": "in_domain", "best_epoch": 1, "splits": splits,
-               "train": {"examples": 100, "examples_per_s": 150.0 + seed, "seconds": 2.0},
+               "train": {"examples": 100, "examples_per_s": 150.0 + seed, "seconds": 2.0,
+                         "trainable_params": 1_000_000 * seed},
                "eval_seconds": 1.0, "peak_rss_mb": 900.0 + seed}
     scores = {"in_domain": {q: {"f1": float(v), "em": float(v == 1.0)} for q, v in zip(QIDS, f1)}}
     config = {"seed": seed, "data": {"doc_stride": stride}, "head": {"_target_": HEADS.get(head, head)}}
@@ -118,6 +119,7 @@ def test_report_csv_means_and_sample_std_match_numpy(built: Path):
         assert float(row["train_examples_per_s"]) == pytest.approx(152.0)
         assert float(row["eval_examples_per_s"]) == pytest.approx(20.0)
         assert float(row["peak_rss_mb"]) == pytest.approx(902.0)
+        assert float(row["trainable_params"]) == pytest.approx(2_000_000)
     # the split only one GlobalPointer seed has: a mean without std there, blank for softmax
     assert float(rows[GP]["checklist/f1_mean"]) == 42.0 and rows[GP]["checklist/f1_std"] == ""
     assert rows[SOFTMAX]["checklist/f1_mean"] == ""
@@ -134,6 +136,7 @@ def test_markdown_table_shows_mean_std_and_missing_split(built: Path):
     assert "| 42.00 |" in gp_row  # one seed: mean alone
     sm_row = next(line for line in md.splitlines() if line.startswith("| softmax | 3 |"))
     assert "| – |" in sm_row
+    assert "| trainable params |" in md and "| 2,000,000 |" in gp_row  # the mean over seeds 1-3
 
 
 def test_first_line_is_the_command(sweep: Path, tmp_path: Path):

@@ -51,6 +51,11 @@ def fmt_num(value: float, digits: int = 2) -> str:
     return MISSING if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
+def fmt_count(value: float) -> str:
+    """A count with thousands separators (``21,541,760``), or ``–`` for NaN."""
+    return MISSING if value is None or math.isnan(value) else f"{round(value):,}"
+
+
 def fmt_mean_std(mean: float, std: float, digits: int = 2) -> str:
     """``mean ± std``, ``mean`` alone when std is undefined (one seed), ``–`` when missing."""
     if math.isnan(mean):
@@ -79,7 +84,7 @@ def results_table(configs: Configs, keys: Keys, splits: Keys, in_domain: str | N
     """The per-configuration table (F1/EM per split and speed)."""
     id_cols = list(keys) or ["configuration"]
     header = id_cols + ["n"] + [f"{s} {m}" for s in splits for m in ("F1", "EM")]
-    header += ["train ex/s", "eval ex/s", "peak RSS MiB"]
+    header += ["trainable params", "train ex/s", "eval ex/s", "peak RSS MiB"]
     rows = []
     for config in configs:
         ids = [config.identity.get(k, "") for k in keys] or [config.label]
@@ -88,7 +93,8 @@ def results_table(configs: Configs, keys: Keys, splits: Keys, in_domain: str | N
             st = split_stats(config, split)
             cells += [fmt_mean_std(st["f1_mean"], st["f1_std"]), fmt_mean_std(st["em_mean"], st["em_std"])]
         speed = speed_stats(config, in_domain)
-        rows.append(ids + [len(config.jobs)] + cells + [fmt_num(speed["train_examples_per_s"], 1),
+        rows.append(ids + [len(config.jobs)] + cells + [fmt_count(speed["trainable_params"]),
+                                                        fmt_num(speed["train_examples_per_s"], 1),
                                                         fmt_num(speed["eval_examples_per_s"], 1),
                                                         fmt_num(speed["peak_rss_mb"], 1)])
     return md_table(header, rows)
@@ -165,7 +171,7 @@ def csv_header(keys: Sequence[str], splits: Sequence[str]) -> list[str]:
     """Columns of ``report.csv``."""
     header = list(keys) + ["label", "n", "seeds"]
     header += [f"{s}/{m}" for s in splits for m in ("f1_mean", "f1_std", "em_mean", "em_std")]
-    return header + ["train_examples_per_s", "eval_examples_per_s", "peak_rss_mb"]
+    return header + ["trainable_params", "train_examples_per_s", "eval_examples_per_s", "peak_rss_mb"]
 
 
 # --------------------------------------------------------------------------- CLI

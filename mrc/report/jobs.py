@@ -271,7 +271,8 @@ def split_stats(config: Configuration, split: str) -> dict[str, float]:
 
 
 def speed_stats(config: Configuration, in_domain: str | None) -> dict[str, float]:
-    """Means over seeds of train examples/s, in-domain eval examples/s and peak RSS (MiB)."""
+    """Means over seeds of train examples/s, in-domain eval examples/s, peak RSS (MiB) and trainable
+    parameters (the count ``finetune`` and ``neck`` change)."""
     jobs = config.jobs
     return {
         "train_examples_per_s": _mean(as_number(mapping(j.metrics.get("train")).get("examples_per_s"))
@@ -279,6 +280,8 @@ def speed_stats(config: Configuration, in_domain: str | None) -> dict[str, float
         "eval_examples_per_s": _mean(j.split_value(in_domain, "examples_per_s") for j in jobs)
         if in_domain else math.nan,
         "peak_rss_mb": _mean(as_number(j.metrics.get("peak_rss_mb")) for j in jobs),
+        "trainable_params": _mean(as_number(mapping(j.metrics.get("train")).get("trainable_params"))
+                                  for j in jobs),
     }
 
 
