@@ -10,8 +10,9 @@ Scale across windows depends on ``loss``:
 - ``multilabel`` (several golds, Su's multi-label cross-entropy): every cell is trained against the
   fixed threshold 0, so raw scores are already on one scale in every window.
 
-``span_target``: ``hard`` (one-hot on the gold cell) or ``f1_soft`` (softmax loss only: target mass on
-every cell in proportion to its span's F1 with the gold, ``heads.targets``).
+``span_target``: ``hard`` (one-hot on the gold cell) or ``f1_soft`` (softmax loss only: ``span_smoothing``
+of the target mass moves from the gold to the cells of near-miss spans, in proportion to their F1 with the
+gold, ``heads.targets``).
 """
 from __future__ import annotations
 
@@ -61,15 +62,17 @@ class GlobalPointer(SpanHead):
     """Span grid from rotary q/k dot products; ``loss`` = ``softmax`` or ``multilabel``."""
 
     def __init__(self, hidden_size: int, head_size: int = 64, rope: bool = True, loss: str = "softmax",
-                 dropout: float = 0.0, span_target: str = "hard", span_temperature: float = 1.0):
+                 dropout: float = 0.0, span_target: str = "hard", span_temperature: float = 1.0,
+                 span_smoothing: float = 0.1, span_max_len: int | None = None):
         super().__init__()
         if loss not in ("softmax", "multilabel"):
             raise ValueError(f"GlobalPointer loss must be 'softmax' or 'multilabel', got {loss!r}")
-        check_span_target(span_target, span_temperature)
+        check_span_target(span_target, span_temperature, span_smoothing, span_max_len)
         if span_target != "hard" and loss != "softmax":
             raise ValueError(f"span_target={span_target!r} needs loss='softmax' (multilabel trains each cell "
                              "against a threshold, not a distribution)")
         self.span_target, self.span_temperature = span_target, span_temperature
+        self.span_smoothing, self.span_max_len = span_smoothing, span_max_len
         if head_size % 2:
             raise ValueError(f"head_size must be even for rotary embeddings, got {head_size}")
         self.head_size, self.rope, self.loss_type = head_size, rope, loss
@@ -95,7 +98,8 @@ class GlobalPointer(SpanHead):
         B, L, _ = scores.shape
         flat = scores.reshape(B, L * L)
         if self.span_target == "f1_soft":
-            target = f1_soft_grid(labels, scores > NEG / 2, self.span_temperature, token_chars)
+            target = f1_soft_grid(labels, scores > NEG / 2, self.span_smoothing, self.span_temperature,
+                                  self.span_max_len, token_chars)
             return soft_cross_entropy(flat, target.reshape(B, L * L))
         if self.loss_type == "softmax":
             return nn.functional.cross_entropy(flat, primary_target(labels, L))
@@ -125,8 +129,10 @@ class EfficientGlobalPointer(GlobalPointer):
     """GlobalPointer with a shared q/k projection and per-position start/end biases (same contract)."""
 
     def __init__(self, hidden_size: int, head_size: int = 64, rope: bool = True, loss: str = "softmax",
-                 dropout: float = 0.0, span_target: str = "hard", span_temperature: float = 1.0):
-        super().__init__(hidden_size, head_size, rope, loss, dropout, span_target, span_temperature)
+                 dropout: float = 0.0, span_target: str = "hard", span_temperature: float = 1.0,
+                 span_smoothing: float = 0.1, span_max_len: int | None = None):
+        super().__init__(hidden_size, head_size, rope, loss, dropout, span_target, span_temperature,
+                         span_smoothing, span_max_len)
         self.bias = nn.Linear(2 * head_size, 2)
 
     def forward(self, hidden, span_mask):

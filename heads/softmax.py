@@ -16,10 +16,11 @@ class SoftmaxHead(SpanHead):
     """Independent start and end distributions over the allowed positions; cross-entropy on each."""
 
     def __init__(self, hidden_size: int, dropout: float = 0.0, span_target: str = "hard",
-                 span_temperature: float = 1.0):
+                 span_temperature: float = 1.0, span_smoothing: float = 0.1, span_max_len: int | None = None):
         super().__init__()
-        check_span_target(span_target, span_temperature)
+        check_span_target(span_target, span_temperature, span_smoothing, span_max_len)
         self.span_target, self.span_temperature = span_target, span_temperature
+        self.span_smoothing, self.span_max_len = span_smoothing, span_max_len
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(hidden_size, 2)
 
@@ -32,7 +33,8 @@ class SoftmaxHead(SpanHead):
         """Mean of start and end cross-entropy against the first gold span of each window (one-hot, or
         F1-soft start/end targets: ``heads.targets``)."""
         if self.span_target == "f1_soft":
-            q_start, q_end = f1_soft_positions(labels, span_mask, self.span_temperature, token_chars)
+            q_start, q_end = f1_soft_positions(labels, span_mask, self.span_smoothing, self.span_temperature,
+                                               self.span_max_len, token_chars)
             return (soft_cross_entropy(scores[..., 0], q_start) + soft_cross_entropy(scores[..., 1], q_end)) / 2
         start, end = labels[:, 0, 0], labels[:, 0, 1]
         return (F.cross_entropy(scores[..., 0], start) + F.cross_entropy(scores[..., 1], end)) / 2

@@ -43,8 +43,9 @@ def test_what_trains_in_each_mode():
     head = sum(p.numel() for p in GlobalPointer(32, head_size=8).parameters())
     assert counts["full"]["trainable"] == counts["full"]["total"]
     assert counts["frozen"]["trainable"] == head
-    # 2 layers x 2 sites, each 32 -> 4 -> 32 with biases
-    assert counts["adapters"]["trainable"] == head + 4 * (32 * 4 + 4 + 4 * 32 + 32)
+    # 2 layers x 2 sites, each 32 -> 4 -> 32 with biases; plus the encoder's LayerNorms (embeddings' and
+    # 2 per layer, 32 scales and 32 biases each), which train too as in Houlsby et al.
+    assert counts["adapters"]["trainable"] == head + 4 * (32 * 4 + 4 + 4 * 32 + 32) + 5 * 64
     # query and value of 2 layers, each A (2 x 32) and B (32 x 2)
     assert counts["lora"]["trainable"] == head + 4 * (2 * 32 + 32 * 2)
     assert counts["lora"]["total"] == counts["full"]["total"] + 4 * 128
@@ -87,6 +88,12 @@ def test_save_load_round_trip_gives_the_same_scores(tmp_path, mode):
     if mode == "lora":  # training changed the merged weights, and the run's model still has its LoRA layers
         assert type(model.encoder).__module__.startswith("peft")
         assert type(loaded.encoder).__module__.startswith("transformers")
+
+
+def test_adapters_attach_once():
+    adapted, _ = make("adapters")
+    with pytest.raises(ValueError, match="already has adapters"):
+        Adapters(size=4).restore(adapted)
 
 
 def test_adapters_refuse_an_encoder_without_output_projections():

@@ -136,3 +136,15 @@ def test_a_run_with_a_neck_and_its_checkpoint_in_mrc_predict(tmp_path):
     subprocess.run([sys.executable, "-m", "mrc.predict", str(tmp_path / "checkpoint"), str(ref), str(out)],
                    capture_output=True, text=True, check=True, cwd=ROOT)
     assert json.loads(out.read_text()) == json.loads((tmp_path / "predictions" / "in_domain.json").read_text())
+
+
+def test_layer_mix_weights_and_scale_get_no_weight_decay():
+    from mrc.train.loop import build_optimizer
+
+    model = build("layer_mix", "globalpointer", tiny_encoder())
+    optim = OmegaConf.create({"encoder_lr": 1e-4, "head_lr": 1e-3, "weight_decay": 0.01, "betas": [0.9, 0.999],
+                              "eps": 1e-8, "warmup_ratio": 0.1})
+    opt, _ = build_optimizer(model, optim, total_steps=10)
+    decay = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert id(model.neck.weights) not in decay and id(model.neck.gamma) not in decay
+    assert id(model.head.proj.weight) in decay

@@ -68,7 +68,9 @@ def trainer_cfg(args, null_window_keep: float = 1.0):
 def train_ours(encoder, head_name: str, tokenizer, train, args, null_window_keep: float = 1.0) -> tuple[SpanModel, dict]:
     """Features + one epoch of our training loop for one head, from a copy of the initial encoder."""
     torch.manual_seed(args.seed)  # the head's init and dropout: identical in every repeat
-    head = instantiate(OmegaConf.load(CONF / "head" / f"{head_name}.yaml"), hidden_size=encoder.config.hidden_size)
+    head_cfg = OmegaConf.load(CONF / "head" / f"{head_name}.yaml")
+    head_cfg.span_max_len = args.max_answer_len  # the file interpolates the run config's decode.max_answer_len
+    head = instantiate(head_cfg, hidden_size=encoder.config.hidden_size)
     model = SpanModel(copy.deepcopy(encoder), head)
     tr, optim = trainer_cfg(args, null_window_keep), OmegaConf.load(CONF / "optim" / "adamw.yaml")
     with PeakRSS() as mem:

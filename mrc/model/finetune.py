@@ -6,7 +6,7 @@ Every mode is an object with ``apply(model)`` (at the start of a run: freeze, ad
 The head, the neck and the match embedding always train. What a checkpoint holds per mode:
 
 - ``full`` / ``frozen``: the encoder in ``encoder/`` as usual.
-- ``adapters``: the encoder's own weights unchanged in ``encoder/``; the adapters live on the span model
+- ``adapters``: the encoder in ``encoder/`` (only its LayerNorms trained); the adapters live on the span model
   (``model.adapters``, attached to the encoder by forward hooks), so they are saved beside it, in
   ``span.safetensors`` with the head; ``restore`` re-attaches them before those weights load.
 - ``lora``: the LoRA update is merged into the encoder's weights (``W + alpha / r · B A``) before saving,
@@ -66,7 +66,9 @@ def adapter_sites(encoder: nn.Module) -> list[nn.Module]:
 
 class Adapters(Frozen):
     """Houlsby bottleneck adapters of width ``size`` after every attention-output and FFN-output
-    projection (before the residual add and LayerNorm); the encoder is frozen."""
+    projection (before the residual add and LayerNorm); the rest of the encoder is frozen except its
+    LayerNorms, which train as in Houlsby et al. (2019) (at ``optim.encoder_lr``, the adapters at
+    ``optim.head_lr``)."""
 
     def __init__(self, size: int = 64):
         if size < 1:
@@ -74,12 +76,17 @@ class Adapters(Frozen):
         self.size = size
 
     def apply(self, model) -> None:
-        """Freeze the encoder, then attach new adapters."""
+        """Freeze the encoder but its LayerNorms, then attach new adapters."""
         super().apply(model)
+        for module in model.encoder.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.requires_grad_(True)
         self.restore(model)
 
     def restore(self, model) -> None:
         """Attach ``model.adapters``, one per site, by forward hooks on the encoder's projections."""
+        if hasattr(model, "adapters"):
+            raise ValueError("finetune=adapters: this model already has adapters attached")
         sites = adapter_sites(model.encoder)
         if not sites:
             raise ValueError("finetune=adapters: the encoder has no attention/FFN output projections "

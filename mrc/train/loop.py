@@ -22,7 +22,8 @@ from mrc.data.features import Window
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 30.0  # without a progress bar: a progress line every log_every steps, at most one per 30 s
-NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+# biases, LayerNorm scales and the layer-mix neck's mixing weights and scale get no weight decay
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight", "neck.weights", "neck.gamma")
 
 
 def build_optimizer(model, optim, total_steps: int):

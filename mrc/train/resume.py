@@ -48,7 +48,11 @@ ADDED_KEYS = {"optim.fused": False, "trainer.eval_each_epoch": True, "data.eval_
               "neck._target_": "mrc.model.necks.NoNeck", "finetune._target_": "mrc.model.finetune.Full",
               "distill.teacher": None, "distill.alpha": 0.5, "distill.temperature": 1.0,
               "head.span_target": "hard", "head.span_temperature": 1.0,
-              "distill.cache": False, "distill.top_k": 64, "trainer.cpu_bf16": False}
+              "distill.cache": False, "distill.top_k": 64, "trainer.cpu_bf16": False,
+              # f1_soft's smoothing (inert under the default hard target)
+              "head.span_smoothing": 0.1}
+# Keys added later whose value in an older state is that of another key of the same state
+ADDED_FROM = {"head.span_max_len": "decode.max_answer_len"}
 
 
 class ResumeError(ValueError):
@@ -225,6 +229,7 @@ def check_compatible(state: dict, cfg: DictConfig, d: Dist, path: Path) -> None:
                          f"{d.world_size}{hint}")
     saved, now = json.loads(state["config"]), config_items(cfg)
     saved.update({k: v for k, v in ADDED_KEYS.items() if k not in saved and k in now})
+    saved.update({k: saved.get(src) for k, src in ADDED_FROM.items() if k not in saved and k in now})
     differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
     if differ:
         raise ResumeError(f"{path}: the configuration differs from the interrupted run's in {differ}{hint}")
