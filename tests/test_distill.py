@@ -144,3 +144,54 @@ def test_a_tiny_run_with_a_teacher(tmp_path, caplog, monkeypatch):
     assert info["windows"] == cached["train"]["windows"] and info["top_k"] == 16
     assert 0 < info["mass_kept"] <= 1 and cached["history"][0]["loss"] > 0
     assert "caching the teacher's distributions over" in caplog.text and "teacher: batch 1/" in caplog.text
+
+
+def test_the_cached_rest_bin_is_exact_for_a_confident_student():
+    """The student's left-over mass is a log-sum-exp, not 1 - sum(kept): exact when it is tiny."""
+    mask = torch.ones(1, 8, dtype=torch.bool)
+    t = torch.tensor([[[4.0, 4.0], [3.0, 3.0], [2.0, 2.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    s = t.clone()
+    s[0, :2] += 25.0  # the student puts all but ~1e-10 of its mass on the teacher's two best cells
+    cached = teacher_top_k(t, mask, "start_end", 1.0, k=2)
+    p = t[0, :, 0].double().log_softmax(0)
+    q = s[0, :, 0].double().log_softmax(0)
+    p_rest, q_rest = p[2:].logsumexp(0), q[2:].logsumexp(0)
+    expected = ((p[:2].exp() * (p[:2] - q[:2])).sum() + p_rest.exp() * (p_rest - q_rest)).item()
+    assert q_rest.item() < -20  # 1 - exp(...) would cancel to 0 in float32 here
+    assert kd_loss_cached(s, mask, "start_end", 1.0, *cached).item() == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["start_end", "grid"])
+def test_a_short_window_cached_in_a_longer_teacher_batch_fits_a_shorter_student_batch(kind):
+    long_mask = torch.tensor([[True, False, True, True, False, False, False, False]])  # padded to 8 with the teacher
+    L = 8
+    shape = (1, L, 2) if kind == "start_end" else (1, L, L)
+    invalid = ~long_mask[..., None].expand(1, L, 2) if kind == "start_end" else ~valid_spans(long_mask)
+    t = torch.randn(shape).masked_fill(invalid, NEG)
+    rows, cols, logp, rest = teacher_top_k(t, long_mask, kind, 1.0, k=16)  # more than the valid cells
+    assert int(rows.max()) < 4 and int(cols.max()) < 4  # massless entries point at cell 0, inside the window
+    short = long_mask[:, :4]  # the same window in a student batch padded only to 4
+    s = t[:, :4] if kind == "start_end" else t[:, :4, :4]
+    assert kd_loss_cached(s, short, kind, 1.0, rows, cols, logp, rest).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_a_multilabel_globalpointer_is_refused():
+    model, _ = student("globalpointer")
+    teacher, _ = student("globalpointer", seed=1)
+    teacher.head.loss_type = "multilabel"
+    with pytest.raises(ValueError, match="teacher's head has loss='multilabel'"):
+        Distiller(teacher, 0.5, 1.0, score_kind(model.head), student_head=model.head)
+    with pytest.raises(ValueError, match="student's head has loss='multilabel'"):
+        Distiller(model, 0.5, 1.0, score_kind(model.head), student_head=teacher.head)
+
+
+def test_the_same_vocabulary_cut_differently_is_a_different_tokenizer():
+    from tokenizers import normalizers
+
+    from mrc.train.teacher import tokenizer_difference
+
+    _, tokenizer = student("softmax")
+    assert tokenizer_difference(tokenizer, copy.deepcopy(tokenizer)) is None
+    cased = copy.deepcopy(tokenizer)
+    cased.backend_tokenizer.normalizer = normalizers.Sequence([])  # no lowercasing, no accent stripping
+    assert "cuts" in tokenizer_difference(tokenizer, cased)

@@ -54,6 +54,14 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, span_mask: torch.Tenso
     return kl * temperature ** 2
 
 
+def rest_logsumexp(logp: torch.Tensor, index: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """(B, R) log of the probability outside the ``kept`` cells ``index`` (B, R, k) of the log-distributions
+    ``logp`` (B, R, N): a log-sum-exp over the other cells, exact even when that mass is tiny (where
+    ``log(1 - sum(exp(kept)))`` would cancel to noise in float32); about ``NEG`` when nothing is left."""
+    in_top = torch.zeros_like(logp).scatter_add_(-1, index, kept.to(logp.dtype)) > 0
+    return logp.masked_fill(in_top, NEG).logsumexp(-1)
+
+
 def teacher_top_k(scores: torch.Tensor, span_mask: torch.Tensor, kind: str, temperature: float, k: int):
     """The teacher's distributions at temperature ``T``, compacted: per window ``R`` distributions (2 for
     start/end, 1 for the grid), each as its ``k`` most probable cells ``(rows, cols)`` (start, end; for
@@ -69,8 +77,11 @@ def teacher_top_k(scores: torch.Tensor, span_mask: torch.Tensor, kind: str, temp
     kk = min(k, raw.shape[-1])
     logp = (raw / temperature).log_softmax(-1)
     top, idx = logp.topk(kk, -1)
-    top = top.masked_fill(raw.gather(-1, idx) <= NEG / 2, NEG)  # an invalid cell filled the top k: no mass
-    log_rest = torch.log((1 - top.exp().sum(-1)).clamp(min=1e-12))
+    massless = raw.gather(-1, idx) <= NEG / 2  # an invalid cell filled the top k: no mass
+    # and its index 0, so that it points inside every batch the window lands in (the teacher's batch may
+    # have been padded longer than the student's)
+    top, idx = top.masked_fill(massless, NEG), idx.masked_fill(massless, 0)
+    log_rest = rest_logsumexp(logp, idx, ~massless)
     rows, cols = (idx, torch.zeros_like(idx)) if kind == "start_end" else (idx // L, idx % L)
     if kk < k:  # fewer cells than k: pad with massless entries
         pad = (0, k - kk)
@@ -86,13 +97,13 @@ def kd_loss_cached(student: torch.Tensor, span_mask: torch.Tensor, kind: str, te
     B, L = span_mask.shape
     if kind == "start_end":
         logq = (student.float() / temperature).log_softmax(1).transpose(1, 2)  # (B, 2, L)
-        q_top = logq.gather(2, rows.long())
+        index = rows.long()
     else:
         s = student.float().masked_fill(~valid_spans(span_mask), NEG).reshape(B, 1, L * L)
-        q_top = (s / temperature).log_softmax(-1).gather(2, rows.long() * L + cols.long())
+        logq, index = (s / temperature).log_softmax(-1), rows.long() * L + cols.long()
     kept = logp > NEG / 2
-    q_top = q_top.masked_fill(~kept, NEG)
-    q_rest = torch.log((1 - q_top.exp().sum(-1)).clamp(min=1e-12))
+    q_top = logq.gather(2, index).masked_fill(~kept, NEG)
+    q_rest = rest_logsumexp(logq, index, kept)
     p = logp.exp()  # 0 on padded entries
     kl = (p * (logp - q_top)).masked_fill(~kept, 0.0).sum(-1) + log_rest.exp() * (log_rest - q_rest)
     return kl.mean() * temperature ** 2
@@ -101,11 +112,15 @@ def kd_loss_cached(student: torch.Tensor, span_mask: torch.Tensor, kind: str, te
 class Distiller:
     """What :meth:`mrc.model.span_model.SpanModel.loss` adds when a teacher is set."""
 
-    def __init__(self, teacher, alpha: float, temperature: float, kind: str):
+    def __init__(self, teacher, alpha: float, temperature: float, kind: str, student_head=None):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"distill.alpha must be in [0, 1], got {alpha}")
         if not temperature > 0:
             raise ValueError(f"distill.temperature must be > 0, got {temperature}")
+        for who, head in (("teacher", teacher.head), ("student", student_head)):
+            if getattr(head, "loss_type", "softmax") != "softmax":
+                raise ValueError(f"the {who}'s head has loss={head.loss_type!r}: its grid is not one "
+                                 "distribution over the spans; distillation needs loss=softmax on both sides")
         if score_kind(teacher.head) != kind:
             raise ValueError(f"the teacher's head ({type(teacher.head).__name__}) scores "
                              f"{score_kind(teacher.head).replace('_', '/')}, the student's {kind.replace('_', '/')}; "

@@ -19,13 +19,32 @@ from mrc.train import loop
 from mrc.train.inputs import ConfigError
 
 log = logging.getLogger(__name__)
+# Texts both tokenizers must cut identically: casing, accents, full-width forms, CJK, digits, punctuation
+PROBES = ("Hello WORLD, naïve Café Straße", "北京是中国的首都。曹雪芹写了《红楼梦》", "２０２６年ＡＩ大会, 3.14%",
+          "  spaces\tand\nnewlines  ", "iPhone 15 Pro Max 售价 7999 元")
+SPECIAL = ("cls_token_id", "sep_token_id", "pad_token_id", "unk_token_id", "mask_token_id")
+
+
+def tokenizer_difference(ours, theirs) -> str | None:
+    """Why two tokenizers would give a window different ids (vocabulary, special tokens, or how they cut
+    the probe texts: normalisation and pre-tokenisation), or None when they agree."""
+    a, b = ours.get_vocab(), theirs.get_vocab()
+    if a != b:
+        return f"{len(b)} vs {len(a)} tokens, {len(set(a.items()) ^ set(b.items()))} entries differ"
+    for name in SPECIAL:
+        if getattr(ours, name, None) != getattr(theirs, name, None):
+            return f"{name} {getattr(theirs, name, None)} vs {getattr(ours, name, None)}"
+    for text in PROBES:
+        if ours(text, add_special_tokens=False)["input_ids"] != theirs(text, add_special_tokens=False)["input_ids"]:
+            return f"the same vocabulary cuts {text!r} differently (normalisation or pre-tokenisation)"
+    return None
 
 
 def attach_teacher(distill, model, tokenizer, max_len: int, device: str) -> None:
     """Set ``model.distiller`` from the ``distill`` options when ``distill.teacher`` names a checkpoint dir.
 
     The teacher scores the student's own windows, so it must use the same tokenizer (the same vocabulary,
-    token for token); a teacher whose position table is shorter than ``max_len`` is refused too.
+    token for token, the same special tokens, and the same cuts of a few probe texts); a teacher whose position table is shorter than ``max_len`` is refused too.
     """
     if not distill or not distill.get("teacher"):
         return
@@ -36,18 +55,18 @@ def attach_teacher(distill, model, tokenizer, max_len: int, device: str) -> None
         teacher, teacher_tok, _ = checkpoint.load(path, device)
     except checkpoint.CheckpointError as e:
         raise ConfigError(f"distill.teacher: {e}") from None
-    ours, theirs = tokenizer.get_vocab(), teacher_tok.get_vocab()
-    if ours != theirs:
-        differ = len(set(ours.items()) ^ set(theirs.items()))
-        raise ConfigError(f"distill.teacher={path}: its tokenizer differs from the student's ({len(theirs)} vs "
-                          f"{len(ours)} tokens, {differ} entries differ); distillation needs the same tokenizer, "
-                          "so train the student with the teacher's encoder vocabulary")
+    differ = tokenizer_difference(tokenizer, teacher_tok)
+    if differ:
+        raise ConfigError(f"distill.teacher={path}: its tokenizer differs from the student's ({differ}); "
+                          "distillation needs the same tokenizer, so train the student with the teacher's encoder "
+                          "vocabulary and tokenizer settings")
     limit = max_positions(teacher.encoder.config)
     if limit is not None and max_len > limit:
         raise ConfigError(f"distill.teacher={path}: its encoder has {limit} positions, fewer than "
                           f"data.max_len={max_len}; set data.max_len<={limit}")
     try:
-        model.distiller = Distiller(teacher, float(distill.alpha), float(distill.temperature), score_kind(model.head))
+        model.distiller = Distiller(teacher, float(distill.alpha), float(distill.temperature), score_kind(model.head),
+                                    student_head=model.head)
     except ValueError as e:
         raise ConfigError(f"distill: {e}") from None
     log.info("distilling from %s (%s head): alpha %.2f, temperature %.2f", path, type(teacher.head).__name__,
