@@ -327,3 +327,34 @@ def test_repeated_seeds_are_noted(tmp_path: Path):
     assert report.main([str(tmp_path), "--bootstrap", "20"]) == 0
     md = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "seed(s) 1 occur in more than one finished job" in md
+
+
+def test_keep_records_lets_a_later_report_pair_with_deleted_runs(sweep: Path, tmp_path: Path):
+    import shutil
+    copy = tmp_path / "multirun"
+    shutil.copytree(sweep, copy)
+    first = tmp_path / "first"
+    assert report.main([str(copy), "--out", str(first), "--keep-records", "--bootstrap", "50"]) == 0
+    records = sorted(p.name for p in (first / "runs").iterdir())
+    assert records == [str(i) for i in range(6)]  # the six finished jobs; the unfinished and corrupt ones are not kept
+    assert sorted(p.name for p in (first / "runs" / "0").rglob("*") if p.is_file()) == [
+        "config.yaml", "in_domain.json", "metrics.json", "overrides.yaml"]
+    shutil.rmtree(copy)  # the run directories are gone; the records alone rebuild the same comparison
+    again = tmp_path / "again"
+    assert report.main([str(first / "runs"), "--out", str(again), "--bootstrap", "50"]) == 0
+    assert (again / "significance.csv").read_text() == (first / "significance.csv").read_text()
+    assert (again / "report.csv").read_text() == (first / "report.csv").read_text()
+    assert "records of 6 runs written to `runs/`" in (first / "report.md").read_text(encoding="utf-8")
+
+
+def test_keep_records_into_its_own_runs_dir_and_clashing_names(tmp_path: Path):
+    a = finished_job(tmp_path / "sweep_a", "0", "softmax", 1)
+    b = finished_job(tmp_path / "sweep_b", "0", "globalpointer", 1)
+    out = tmp_path / "out"
+    assert report.main([str(a.parent), str(b.parent), "--out", str(out), "--keep-records", "--bootstrap", "20"]) == 0
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["sweep_a__0", "sweep_b__0"]
+    before = (out / "runs" / "sweep_a__0" / "metrics.json").read_text()
+    # rebuilding from its own records leaves them in place (no copy onto itself)
+    assert report.main([str(out / "runs"), "--out", str(out), "--keep-records", "--bootstrap", "20"]) == 0
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["sweep_a__0", "sweep_b__0"]
+    assert (out / "runs" / "sweep_a__0" / "metrics.json").read_text() == before

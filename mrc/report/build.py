@@ -1,7 +1,7 @@
 """Ablation report over finished runs and Hydra multirun sweeps.
 
     python -m mrc.report DIR [DIR ...] [--out OUT] [--splits a,b] [--baseline LABEL]
-                         [--bootstrap N] [--seed S]
+                         [--bootstrap N] [--seed S] [--keep-records]
 
 Every directory under each DIR (DIR included) holding ``.hydra/overrides.yaml`` is a job; so is one
 with ``config.yaml`` + ``metrics.json`` and no ``.hydra/``. Jobs are grouped into configurations by
@@ -25,6 +25,7 @@ from mrc.report.jobs import (Configs, Configuration, Job, Keys, ReportError, all
                              find_jobs, group_configurations, identity_label, in_domain_split, robustness_drop,
                              select_splits, speed_stats, split_stats, varying_keys)
 from mrc.report.plots import make_plots
+from mrc.report.records import keep_records
 from mrc.report.significance import (SIGNIFICANCE_COLUMNS, SignificanceRow, resolve_baseline, significance,
                                      significance_rows)
 
@@ -190,6 +191,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                              "both sets of comparisons")
     parser.add_argument("--bootstrap", type=int, default=2000, help="paired-bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed (default 0)")
+    parser.add_argument("--keep-records", action="store_true",
+                        help="copy each finished job's overrides, config, metrics.json and per-question scores "
+                             "to OUT/runs/ (no checkpoints), so later reports can pair new runs with them")
     args = parser.parse_args(list(argv))
     if args.bootstrap < 1:
         parser.error("--bootstrap must be at least 1")
@@ -219,6 +223,10 @@ def build_report(args: argparse.Namespace, command: str) -> tuple[Path, list[Job
     plots = make_plots(configs, keys, splits, in_domain, out)
     write_csv(out / "report.csv", [config_row(c, keys, splits, in_domain) for c in configs], csv_header(keys, splits))
     write_csv(out / "significance.csv", significance_rows(sig), SIGNIFICANCE_COLUMNS)
+    if args.keep_records:
+        target, written, record_notes = keep_records(jobs, out)
+        notes = [*notes, *record_notes, f"records of {written} runs written to `{target.name}/` (config, metrics, "
+                 f"per-question scores): pass that directory to `mrc.report` to pair later runs with them"]
     md = markdown(command, jobs, configs, keys, splits, in_domain, sig, plots, notes, args)
     (out / "report.md").write_text(md, encoding="utf-8")
     return out, jobs, configs

@@ -1,0 +1,57 @@
+"""Run records: the few files of a finished job that the report reads, copied beside the report.
+
+``python -m mrc.report ... --keep-records`` writes ``OUT/runs/<job>/`` for every finished job:
+``.hydra/overrides.yaml``, ``config.yaml``, ``metrics.json`` and ``scores/<split>.json`` (per-question
+F1/EM). No checkpoint, no predictions: a record is a few hundred KB. A record directory is itself a job
+directory, so a later report can pair new runs with these question by question
+(``python -m mrc.report OUT/runs NEW_DIR ...``) after the original run directories are gone.
+"""
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from mrc.report.jobs import Job
+
+RECORD_FILES = (".hydra/overrides.yaml", "config.yaml", "metrics.json")
+RECORD_DIR = "runs"
+
+
+def record_names(paths: Sequence[Path]) -> list[str]:
+    """A unique directory name per job: its own name, with parent names prefixed (``a__0``) where names clash."""
+    deepest = max((len(p.parts) for p in paths), default=1)
+    for depth in range(1, deepest + 1):
+        names = ["__".join(p.parts[-depth:]) for p in paths]
+        if len(set(names)) == len(names):
+            break
+    return names
+
+
+def keep_records(jobs: Sequence[Job], out: Path) -> tuple[Path, int, list[str]]:
+    """Copy the record of every finished job under ``out/runs``; return (that dir, records written, notes).
+
+    A job that already lives in ``out/runs`` (a report rebuilt from its own records) is left as it is.
+    """
+    target = out / RECORD_DIR
+    finished = [j for j in jobs if j.finished]
+    paths = [j.path.resolve() for j in finished]
+    written, notes = 0, []
+    for job, source, name in zip(finished, paths, record_names(paths)):
+        if source.parent == target.resolve():
+            continue
+        dest = target / name
+        if dest.exists():
+            shutil.rmtree(dest)
+        for rel in RECORD_FILES:
+            if (source / rel).is_file():
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source / rel, dest / rel)
+        scores = sorted((source / "scores").glob("*.json")) if (source / "scores").is_dir() else []
+        if not scores:
+            notes.append(f"{job.display}: no scores/ (its record cannot be paired question by question)")
+        for file in scores:
+            (dest / "scores").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file, dest / "scores" / file.name)
+        written += 1
+    return target, written, notes
