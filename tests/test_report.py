@@ -339,6 +339,9 @@ def test_keep_records_lets_a_later_report_pair_with_deleted_runs(sweep: Path, tm
     assert records == [str(i) for i in range(6)]  # the six finished jobs; the unfinished and corrupt ones are not kept
     assert sorted(p.name for p in (first / "runs" / "0").rglob("*") if p.is_file()) == [
         "config.yaml", "in_domain.json", "metrics.json", "overrides.yaml"]
+    kept = json.loads((first / "runs" / "0" / "scores" / "in_domain.json").read_text())
+    assert len(kept) == len(QIDS) and not set(kept) & set(QIDS)  # keyed by digests: no dataset ids committed
+    assert all(k.startswith("sha256:") and len(k) == len("sha256:") + 16 for k in kept)
     shutil.rmtree(copy)  # the run directories are gone; the records alone rebuild the same comparison
     again = tmp_path / "again"
     assert report.main([str(first / "runs"), "--out", str(again), "--bootstrap", "50"]) == 0

@@ -2,12 +2,16 @@
 
 ``python -m mrc.report ... --keep-records`` writes ``OUT/runs/<job>/`` for every finished job:
 ``.hydra/overrides.yaml``, ``config.yaml``, ``metrics.json`` and ``scores/<split>.json`` (per-question
-F1/EM). No checkpoint, no predictions: a record is a few hundred KB. A record directory is itself a job
+F1/EM, keyed by a digest of each question id: a record holds no dataset content). No checkpoint, no
+predictions: a record is a few hundred KB. The report keys every job's scores by the same digest
+(:func:`question_key`), so records and run directories pair. A record directory is itself a job
 directory, so a later report can pair new runs with these question by question
 (``python -m mrc.report OUT/runs NEW_DIR ...``) after the original run directories are gone.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +20,13 @@ from mrc.report.jobs import Job
 
 RECORD_FILES = (".hydra/overrides.yaml", "config.yaml", "metrics.json")
 RECORD_DIR = "runs"
+DIGEST_PREFIX = "sha256:"
+
+
+def question_key(qid: str) -> str:
+    """The key the report pairs a question by: ``sha256:`` + 16 hex digits of its id (a key that already is
+    a digest passes unchanged)."""
+    return qid if qid.startswith(DIGEST_PREFIX) else DIGEST_PREFIX + hashlib.sha256(qid.encode()).hexdigest()[:16]
 
 
 def record_names(paths: Sequence[Path]) -> list[str]:
@@ -51,7 +62,13 @@ def keep_records(jobs: Sequence[Job], out: Path) -> tuple[Path, int, list[str]]:
         if not scores:
             notes.append(f"{job.display}: no scores/ (its record cannot be paired question by question)")
         for file in scores:
+            try:
+                per_question = json.loads(file.read_text(encoding="utf-8"))
+                keyed = {question_key(str(qid)): value for qid, value in per_question.items()}
+            except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+                notes.append(f"{job.display}: unreadable scores/{file.name} ({type(exc).__name__}); not kept")
+                continue
             (dest / "scores").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(file, dest / "scores" / file.name)
+            (dest / "scores" / file.name).write_text(json.dumps(keyed, separators=(",", ":")), encoding="utf-8")
         written += 1
     return target, written, notes

@@ -12,6 +12,7 @@ from typing import Any
 
 from mrc.report import stats as report_stats
 from mrc.report.jobs import Configuration, Job, ReportError, identity_label
+from mrc.report.records import question_key
 from mrc.report.stats import Comparison
 
 
@@ -28,13 +29,13 @@ class SignificanceRow:
 
 
 def load_scores(job: Job, split: str) -> tuple[dict[str, float] | None, str | None]:
-    """Per-question F1 from ``scores/<split>.json``, or None and a note why not."""
+    """Per-question F1 from ``scores/<split>.json`` keyed by :func:`question_key`, or None and a note why not."""
     file = job.path / "scores" / f"{split}.json"
     if not file.is_file():
         return None, None
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
-        return {str(qid): float(s["f1"]) for qid, s in data.items()}, None
+        return {question_key(str(qid)): float(s["f1"]) for qid, s in data.items()}, None
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
         return None, f"{job.display}: unreadable scores/{split}.json ({type(exc).__name__}: {exc}); left out"
 
