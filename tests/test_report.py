@@ -12,6 +12,7 @@ from scipy import stats
 
 from mrc.report import build as report
 from mrc.report import jobs as report_jobs
+from mrc.report.records import read_scores
 from mrc.report import plots as report_plots
 from mrc.report import stats as report_stats
 
@@ -338,10 +339,15 @@ def test_keep_records_lets_a_later_report_pair_with_deleted_runs(sweep: Path, tm
     records = sorted(p.name for p in (first / "runs").iterdir())
     assert records == [str(i) for i in range(6)]  # the six finished jobs; the unfinished and corrupt ones are not kept
     assert sorted(p.name for p in (first / "runs" / "0").rglob("*") if p.is_file()) == [
-        "config.yaml", "in_domain.json", "metrics.json", "overrides.yaml"]
-    kept = json.loads((first / "runs" / "0" / "scores" / "in_domain.json").read_text())
-    assert len(kept) == len(QIDS) and not set(kept) & set(QIDS)  # keyed by digests: no dataset ids committed
+        "config.yaml", "in_domain.tsv", "metrics.json", "overrides.yaml"]  # no dataset-shaped JSON in a record
+    lines = (first / "runs" / "0" / "scores" / "in_domain.tsv").read_text().splitlines()
+    assert lines[0] == "question\tf1\tem" and len(lines) == len(QIDS) + 1
+    kept = [line.split("\t")[0] for line in lines[1:]]
+    assert not set(kept) & set(QIDS)  # keyed by digests: no dataset ids committed
     assert all(k.startswith("sha256:") and len(k) == len("sha256:") + 16 for k in kept)
+    run_f1 = json.loads((copy / "0" / "scores" / "in_domain.json").read_text())
+    assert read_scores(first / "runs" / "0" / "scores" / "in_domain.tsv") == read_scores(
+        copy / "0" / "scores" / "in_domain.json") and len(run_f1) == len(QIDS)  # the same F1, exactly
     shutil.rmtree(copy)  # the run directories are gone; the records alone rebuild the same comparison
     again = tmp_path / "again"
     assert report.main([str(first / "runs"), "--out", str(again), "--bootstrap", "50"]) == 0
@@ -361,3 +367,21 @@ def test_keep_records_into_its_own_runs_dir_and_clashing_names(tmp_path: Path):
     assert report.main([str(out / "runs"), "--out", str(out), "--keep-records", "--bootstrap", "20"]) == 0
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["sweep_a__0", "sweep_b__0"]
     assert (out / "runs" / "sweep_a__0" / "metrics.json").read_text() == before
+
+
+def test_a_malformed_record_scores_file_is_left_out_with_a_note(tmp_path: Path):
+    a = finished_job(tmp_path / "sweep", "0", "softmax", 1)
+    finished_job(tmp_path / "sweep", "1", "globalpointer", 1)
+    out = tmp_path / "out"
+    assert report.main([str(a.parent), "--out", str(out), "--keep-records", "--bootstrap", "20"]) == 0
+    tsv = out / "runs" / "0" / "scores" / "in_domain.tsv"
+    tsv.write_text(tsv.read_text().replace("\t", " ", 3))  # the header and first row lose their tabs
+    again = tmp_path / "again"
+    assert report.main([str(out / "runs"), "--out", str(again), "--bootstrap", "20"]) == 0
+    md = (again / "report.md").read_text(encoding="utf-8")
+    assert "unreadable scores/in_domain.tsv (ValueError" in md
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("question\tf1\tem\nabc\n")
+    with pytest.raises(ValueError, match="line 2 has 1 tab-separated fields"):
+        read_scores(bad)
+

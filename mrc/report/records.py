@@ -1,8 +1,9 @@
 """Run records: the few files of a finished job that the report reads, copied beside the report.
 
 ``python -m mrc.report ... --keep-records`` writes ``OUT/runs/<job>/`` for every finished job:
-``.hydra/overrides.yaml``, ``config.yaml``, ``metrics.json`` and ``scores/<split>.json`` (per-question
-F1/EM, keyed by a digest of each question id: a record holds no dataset content). No checkpoint, no
+``.hydra/overrides.yaml``, ``config.yaml``, ``metrics.json`` and ``scores/<split>.tsv`` (per-question
+F1/EM, one ``<digest>\t<f1>\t<em>`` line per question under a ``question\tf1\tem`` header, keyed by a
+digest of each question id: a record holds no dataset content and no dataset-shaped JSON). No checkpoint, no
 predictions: a record is a few hundred KB. The report keys every job's scores by the same digest
 (:func:`question_key`), so records and run directories pair. A record directory is itself a job
 directory, so a later report can pair new runs with these question by question
@@ -21,12 +22,38 @@ from mrc.report.jobs import Job
 RECORD_FILES = (".hydra/overrides.yaml", "config.yaml", "metrics.json")
 RECORD_DIR = "runs"
 DIGEST_PREFIX = "sha256:"
+SCORES_HEADER = "question\tf1\tem"
+SCORES_SUFFIXES = (".json", ".tsv")  # a run's own scores/<split>.json, a record's scores/<split>.tsv
 
 
 def question_key(qid: str) -> str:
     """The key the report pairs a question by: ``sha256:`` + 16 hex digits of its id (a key that already is
     a digest passes unchanged)."""
     return qid if qid.startswith(DIGEST_PREFIX) else DIGEST_PREFIX + hashlib.sha256(qid.encode()).hexdigest()[:16]
+
+
+def write_scores(path: Path, per_question: dict) -> None:
+    """A record's ``<split>.tsv`` from a run's ``{id: {"f1", "em"}}``, keyed by :func:`question_key`."""
+    rows = [f"{question_key(str(q))}\t{float(s['f1'])!r}\t{float(s['em'])!r}" for q, s in per_question.items()]
+    path.write_text("\n".join([SCORES_HEADER, *rows]) + "\n", encoding="utf-8")
+
+
+def read_scores(path: Path) -> dict[str, float]:
+    """Per-question F1 keyed by :func:`question_key`, from a run's ``<split>.json`` or a record's
+    ``<split>.tsv`` (ValueError on a malformed file)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix != ".tsv":
+        return {question_key(str(q)): float(s["f1"]) for q, s in json.loads(text).items()}
+    lines = text.splitlines()
+    if not lines or lines[0] != SCORES_HEADER:
+        raise ValueError(f"the first line is not the header {SCORES_HEADER!r}")
+    out = {}
+    for n, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != 3:
+            raise ValueError(f"line {n} has {len(fields)} tab-separated fields, not 3")
+        out[question_key(fields[0])] = float(fields[1])
+    return out
 
 
 def record_names(paths: Sequence[Path]) -> list[str]:
@@ -64,11 +91,9 @@ def keep_records(jobs: Sequence[Job], out: Path) -> tuple[Path, int, list[str]]:
         for file in scores:
             try:
                 per_question = json.loads(file.read_text(encoding="utf-8"))
-                keyed = {question_key(str(qid)): value for qid, value in per_question.items()}
-            except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+                (dest / "scores").mkdir(parents=True, exist_ok=True)
+                write_scores(dest / "scores" / f"{file.stem}.tsv", per_question)
+            except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
                 notes.append(f"{job.display}: unreadable scores/{file.name} ({type(exc).__name__}); not kept")
-                continue
-            (dest / "scores").mkdir(parents=True, exist_ok=True)
-            (dest / "scores" / file.name).write_text(json.dumps(keyed, separators=(",", ":")), encoding="utf-8")
         written += 1
     return target, written, notes

@@ -3,7 +3,6 @@
 adjustment over all of them."""
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from typing import Any
 
 from mrc.report import stats as report_stats
 from mrc.report.jobs import Configuration, Job, ReportError, identity_label
-from mrc.report.records import question_key
+from mrc.report.records import SCORES_SUFFIXES, read_scores
 from mrc.report.stats import Comparison
 
 
@@ -29,15 +28,15 @@ class SignificanceRow:
 
 
 def load_scores(job: Job, split: str) -> tuple[dict[str, float] | None, str | None]:
-    """Per-question F1 from ``scores/<split>.json`` keyed by :func:`question_key`, or None and a note why not."""
-    file = job.path / "scores" / f"{split}.json"
-    if not file.is_file():
+    """Per-question F1 from ``scores/<split>.json`` (a run) or ``scores/<split>.tsv`` (a record,
+    :mod:`mrc.report.records`) keyed by :func:`~mrc.report.records.question_key`, or None and a note why not."""
+    file = next((f for f in (job.path / "scores" / f"{split}{ext}" for ext in SCORES_SUFFIXES) if f.is_file()), None)
+    if file is None:
         return None, None
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-        return {question_key(str(qid)): float(s["f1"]) for qid, s in data.items()}, None
+        return read_scores(file), None
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        return None, f"{job.display}: unreadable scores/{split}.json ({type(exc).__name__}: {exc}); left out"
+        return None, f"{job.display}: unreadable scores/{file.name} ({type(exc).__name__}: {exc}); left out"
 
 
 def config_scores(config: Configuration, split: str, notes: list[str]) -> dict[str, float] | None:
@@ -78,7 +77,7 @@ def significance(configs: Sequence[Configuration], splits: Sequence[str], baseli
         scores = {c.label: config_scores(c, split, notes) for c in configs}
         missing = [label for label, s in scores.items() if s is None]
         if missing:
-            notes.append(f"no scores/{split}.json for: {'; '.join(missing)} (left out of the {split} comparisons)")
+            notes.append(f"no scores/{split}.json (or .tsv) for: {'; '.join(missing)} (left out of the {split} comparisons)")
         labels = [label for label, s in scores.items() if s is not None]
         base = baseline if baseline in labels else None
         if baseline is not None and base is None and not across:
