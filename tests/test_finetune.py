@@ -51,6 +51,30 @@ def test_what_trains_in_each_mode():
     assert counts["lora"]["total"] == counts["full"]["total"] + 4 * 128
 
 
+def test_a_frozen_encoder_without_dropout_stays_in_eval_mode_while_the_head_trains():
+    torch.manual_seed(0)
+    enc = tiny_encoder()
+    enc.model.config.hidden_dropout_prob = 0.3  # visible dropout: two train-mode passes differ with it on
+    for m in enc.model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.3
+    b = batch(enc.tokenizer)
+    outs = {}
+    for dropout in (True, False):
+        model = SpanModel(enc.model, GlobalPointer(enc.hidden_size, head_size=8))
+        FINETUNES["frozen"](encoder_dropout=dropout).apply(model)
+        model.train()
+        with torch.no_grad():
+            outs[dropout] = [model(**b) for _ in range(2)]
+        assert model.head.training
+        assert model.encoder.training is dropout  # without dropout the hook ran: the encoder is in eval mode
+    assert not torch.allclose(outs[True][0], outs[True][1])
+    assert torch.equal(outs[False][0], outs[False][1])
+    with torch.no_grad():
+        assert torch.equal(model.eval()(**b), outs[False][0])  # the same as inference
+    assert count_parameters(model)["trainable"] == sum(p.numel() for p in model.head.parameters())
+
+
 def test_a_new_adapter_is_the_identity():
     model, enc = make("full")
     adapted, _ = make("adapters")
@@ -105,12 +129,12 @@ def test_adapters_refuse_an_encoder_without_output_projections():
         Adapters(size=4).apply(m)
 
 
-@pytest.mark.parametrize("mode", ["adapters", "lora"])
+@pytest.mark.parametrize("mode", ["adapters", "lora", "frozen"])
 def test_a_run_records_trainable_parameters_and_its_checkpoint_predicts_the_same(tmp_path, mode):
     from mrc.train.pipeline import run
     from tests.test_e2e import DEMO, compose_cfg
 
-    extra = ["finetune.size=8"] if mode == "adapters" else ["finetune.rank=4"]
+    extra = {"adapters": ["finetune.size=8"], "lora": ["finetune.rank=4"], "frozen": ["finetune.encoder_dropout=false"]}[mode]
     cfg = compose_cfg(DEMO + ["head=efficient_globalpointer", f"finetune={mode}", *extra], tmp_path)
     run(cfg, tmp_path)
     train = json.loads((tmp_path / "metrics.json").read_text())["train"]

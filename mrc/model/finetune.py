@@ -36,11 +36,28 @@ class Full:
 
 
 class Frozen(Full):
-    """The encoder is fixed; the head, neck and match embedding train."""
+    """The encoder is fixed; the head, neck and match embedding train. With ``encoder_dropout=False`` the
+    encoder also runs in eval mode while the rest trains: no dropout, so it is a deterministic feature
+    extractor, and its forward pass is faster (experiments/finetune/README.md)."""
+
+    encoder_dropout = True  # the class default, also for subclasses that do not take the option
+
+    def __init__(self, encoder_dropout: bool = True):
+        self.encoder_dropout = bool(encoder_dropout)
 
     def apply(self, model) -> None:
-        """No gradient (so no optimizer state) for any encoder weight."""
+        """No gradient (so no optimizer state) for any encoder weight; without encoder dropout, a hook that
+        puts the encoder in eval mode before each of its forward passes (``model.train()`` would undo a
+        one-off ``eval()``)."""
         model.encoder.requires_grad_(False)
+        if not self.encoder_dropout:
+            model.encoder.register_forward_pre_hook(_to_eval)
+
+
+def _to_eval(module: nn.Module, _inputs) -> None:
+    """Forward pre-hook: the module and everything in it in eval mode."""
+    if module.training:
+        module.eval()
 
 
 class Bottleneck(nn.Module):

@@ -50,7 +50,9 @@ ADDED_KEYS = {"optim.fused": False, "trainer.eval_each_epoch": True, "data.eval_
               "head.span_target": "hard", "head.span_temperature": 1.0,
               "distill.cache": False, "distill.top_k": 64, "trainer.cpu_bf16": False,
               # f1_soft's smoothing (inert under the default hard target)
-              "head.span_smoothing": 0.1}
+              "head.span_smoothing": 0.1,
+              # finetune=frozen kept the encoder's dropout on before the option existed
+              "finetune.encoder_dropout": True}
 # Keys added later whose value in an older state is that of another key of the same state
 ADDED_FROM = {"head.span_max_len": "decode.max_answer_len"}
 
