@@ -368,6 +368,26 @@ def test_keep_records_into_its_own_runs_dir_and_clashing_names(tmp_path: Path):
     assert (out / "runs" / "sweep_a__0" / "metrics.json").read_text() == before
 
 
+def test_a_record_kept_again_by_another_report_keeps_its_scores(tmp_path: Path):
+    a = finished_job(tmp_path / "sweep", "0", "softmax", 1)
+    finished_job(tmp_path / "sweep", "1", "globalpointer", 1)
+    first = tmp_path / "first"
+    assert report.main([str(a.parent), "--out", str(first), "--keep-records", "--bootstrap", "20"]) == 0
+    # a second report takes one of the first report's records as an input and keeps it in its own runs/
+    second = tmp_path / "second"
+    assert report.main([str(first / "runs"), "--out", str(second), "--keep-records", "--bootstrap", "20"]) == 0
+    for name in ("0", "1"):
+        kept = second / "runs" / name / "scores" / "in_domain.tsv"
+        assert kept.read_bytes() == (first / "runs" / name / "scores" / "in_domain.tsv").read_bytes()
+    md = (second / "report.md").read_text(encoding="utf-8")
+    assert "no scores/" not in md
+    assert (second / "significance.csv").read_text() == (first / "significance.csv").read_text()
+    # and a third report built from the second one's records alone pairs the same way
+    third = tmp_path / "third"
+    assert report.main([str(second / "runs"), "--out", str(third), "--bootstrap", "20"]) == 0
+    assert (third / "significance.csv").read_text() == (first / "significance.csv").read_text()
+
+
 def test_a_malformed_record_scores_file_is_left_out_with_a_note(tmp_path: Path):
     a = finished_job(tmp_path / "sweep", "0", "softmax", 1)
     finished_job(tmp_path / "sweep", "1", "globalpointer", 1)

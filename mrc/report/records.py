@@ -66,6 +66,17 @@ def record_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
+def split_scores(folder: Path) -> list[Path]:
+    """One scores file per split in ``folder``: a run's ``<split>.json``, else a record's ``<split>.tsv``."""
+    if not folder.is_dir():
+        return []
+    by_split: dict[str, Path] = {}
+    for suffix in reversed(SCORES_SUFFIXES):  # .json last, so it wins where both exist
+        for file in folder.glob(f"*{suffix}"):
+            by_split[file.stem] = file
+    return [by_split[split] for split in sorted(by_split)]
+
+
 def keep_records(jobs: Sequence[Job], out: Path) -> tuple[Path, int, list[str]]:
     """Copy the record of every finished job under ``out/runs``; return (that dir, records written, notes).
 
@@ -85,14 +96,18 @@ def keep_records(jobs: Sequence[Job], out: Path) -> tuple[Path, int, list[str]]:
             if (source / rel).is_file():
                 (dest / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source / rel, dest / rel)
-        scores = sorted((source / "scores").glob("*.json")) if (source / "scores").is_dir() else []
+        scores = split_scores(source / "scores")
         if not scores:
             notes.append(f"{job.display}: no scores/ (its record cannot be paired question by question)")
         for file in scores:
             try:
-                per_question = json.loads(file.read_text(encoding="utf-8"))
                 (dest / "scores").mkdir(parents=True, exist_ok=True)
-                write_scores(dest / "scores" / f"{file.stem}.tsv", per_question)
+                if file.suffix == ".tsv":  # a record kept by an earlier report: checked, then copied as it is
+                    read_scores(file)
+                    shutil.copyfile(file, dest / "scores" / file.name)
+                else:
+                    per_question = json.loads(file.read_text(encoding="utf-8"))
+                    write_scores(dest / "scores" / f"{file.stem}.tsv", per_question)
             except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
                 notes.append(f"{job.display}: unreadable scores/{file.name} ({type(exc).__name__}); not kept")
         written += 1
