@@ -1,5 +1,5 @@
-"""finetune=full|frozen|adapters|lora (issue 17): what trains, and a save -> load round trip per mode that
-gives the same scores and predictions."""
+"""finetune=full|frozen|adapters|lora (issue 17): what trains, and a save -> load round trip per mode and
+head that gives the same scores and predictions."""
 import json
 import subprocess
 import sys
@@ -9,6 +9,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from heads import HEADS
 from heads.globalpointer import GlobalPointer
 from mrc.model import checkpoint
 from mrc.model.finetune import FINETUNES, Adapters, count_parameters
@@ -19,10 +20,14 @@ from tests.test_necks import batch, tiny_encoder
 MODES = {"full": {}, "frozen": {}, "adapters": {"size": 4}, "lora": {"rank": 2, "alpha": 4, "target_modules": "query,value"}}
 
 
-def make(mode):
+def head_args(head_name):
+    return {} if head_name == "softmax" else {"head_size": 8}
+
+
+def make(mode, head_name="globalpointer"):
     torch.manual_seed(0)
     enc = tiny_encoder()
-    model = SpanModel(enc.model, GlobalPointer(enc.hidden_size, head_size=8))
+    model = SpanModel(enc.model, HEADS[head_name](enc.hidden_size, **head_args(head_name)))
     FINETUNES[mode](**MODES[mode]).apply(model)
     return model, enc
 
@@ -84,8 +89,9 @@ def test_a_new_adapter_is_the_identity():
     assert len(adapted.adapters) == 4
 
 
-def _cfg(mode, tmp_path):
-    return OmegaConf.create({"head": {"_target_": "heads.globalpointer.GlobalPointer", "head_size": 8},
+def _cfg(mode, head_name):
+    head = HEADS[head_name]
+    return OmegaConf.create({"head": {"_target_": f"{head.__module__}.{head.__name__}", **head_args(head_name)},
                              "finetune": {"_target_": f"mrc.model.finetune.{FINETUNES[mode].__name__}", **MODES[mode]},
                              "model": {"match_feature": False},
                              "data": {"max_len": 64, "max_query_len": 16, "doc_stride": 16},
@@ -93,12 +99,14 @@ def _cfg(mode, tmp_path):
                                         "tune_on": "checklist", "save_nbest": False}})
 
 
+@pytest.mark.parametrize("head_name", sorted(HEADS))
 @pytest.mark.parametrize("mode", sorted(MODES))
-def test_save_load_round_trip_gives_the_same_scores(tmp_path, mode):
-    model, enc = make(mode)
+def test_save_load_round_trip_gives_the_same_scores(tmp_path, mode, head_name):
+    model, enc = make(mode, head_name)
     model = train_a_little(model, enc.tokenizer)
-    path = checkpoint.save(tmp_path / "checkpoint", model, enc.tokenizer, _cfg(mode, tmp_path))
+    path = checkpoint.save(tmp_path / "checkpoint", model, enc.tokenizer, _cfg(mode, head_name))
     loaded, tokenizer, _ = checkpoint.load(path)
+    assert type(loaded.head) is HEADS[head_name]
     b = batch(tokenizer)
     with torch.no_grad():
         before, after = model(**b), loaded(**b)
