@@ -143,6 +143,8 @@ def test_fractional_epochs_evaluated_only_at_the_end(tmp_path, caplog, monkeypat
     assert "preparing data under" in said and "building the encoder (tiny_bert)" in said and "tokenizing" in said
     assert "optimizer step 2, loss" in said and "epoch ends in ~" in said  # no bar under pytest: progress lines
     metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for name, split in metrics["splits"].items():  # evaluation says where it is, split by split
+        assert f"scored split {name}: {split['TOTAL']} questions" in said
     first, last = metrics["history"]
     assert set(first) == {"epoch", "loss"} and last["epoch"] == 2 and last["in_domain/F1"] == f1
     assert metrics["best_epoch"] == 2 and metrics["train"]["epochs"] == 1.5

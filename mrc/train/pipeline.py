@@ -81,6 +81,8 @@ def evaluate_split(model, split: Split, cfg: DictConfig, device, pad_id, amp) ->
     seconds = time.perf_counter() - t0
     summary, per_q = score(split, preds)
     summary.update(seconds=round(seconds, 3), examples_per_s=round(len(split.examples) / seconds, 2))
+    log.info("scored split %s: %d questions, %d windows in %.0f s", split.name, len(split.examples),
+             len(split.windows), seconds)  # a progress line per split: five splits take minutes on a CPU
     return {"summary": summary, "per_question": per_q, "predictions": preds, "nbest": nbest}
 
 
