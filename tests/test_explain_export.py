@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -124,7 +125,8 @@ def test_serve_with_onnx_and_int8_explains(checkpoints, onnx_files):
                               ("globalpointer", {"quantize": "int8"}, "int8"),
                               ("softmax", {"quantize": "bf16"}, "bf16")):
         model, tok, cfg = load_for_inference(checkpoints[head], **kw)
-        c = TestClient(create_app(model, tok, cfg, backend=backend), raise_server_exceptions=False)
+        c = TestClient(create_app(model, tok, cfg, backend=backend), raise_server_exceptions=False,
+                       base_url="http://127.0.0.1")  # a loopback Host: the server refuses others
         assert c.get("/api/info").json()["backend"] == backend
         d = c.post("/api/explain", json={"context": CONTEXT, "question": QUESTIONS[1]}).json()
         assert d["result"]["answer"] and d["view"] == ("tokens" if head == "softmax" else "grid")
@@ -199,3 +201,71 @@ def test_onnx_int8_export_quantises_the_encoder_and_answers_like_fp32(checkpoint
     fp32, _ = predict(*load_for_inference(ckpt), SPLIT)
     int8, _ = predict(*load_for_inference(ckpt, onnx=out), SPLIT)
     assert agreement(fp32, int8) >= 0.9
+
+
+# ---------------------------------------------------------------- bad output options: one line, before any work
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err[-2000:]
+    return err
+
+
+@pytest.mark.parametrize("opset", [3, 13, 99])
+def test_export_refuses_an_opset_the_graph_or_exporter_cannot_use(checkpoints, tmp_path, capsys, opset):
+    """--opset 3 once ended in the exporter's traceback (the encoders' attention needs opset 14)."""
+    from mrc.serve.export import opset_range
+
+    out = tmp_path / "m.onnx"
+    assert export_main([str(checkpoints["softmax"]), "--onnx", str(out), "--opset", str(opset)]) == 2
+    low, high = opset_range()
+    assert one_error_line(capsys) == (f"error: --opset {opset}: this graph exports at opset {low}..{high} with the "
+                                      "installed torch (default 17); pick one in that range")
+    assert not out.exists()
+
+
+def test_export_at_the_lowest_opset_in_range_works(checkpoints, tmp_path):
+    from mrc.serve.export import MIN_OPSET
+
+    assert export_main([str(checkpoints["softmax"]), "--onnx", str(tmp_path / "m.onnx"),
+                        "--opset", str(MIN_OPSET)]) == 0
+
+
+def bad_output_paths(tmp_path):
+    """A directory, a path under a file, and (on Linux) a place no file can be created."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a directory")
+    a_dir = tmp_path / "a_dir.onnx"
+    a_dir.mkdir()
+    paths = {"dir": a_dir, "under_file": a_file / "x", "a_file": a_file}
+    if Path("/proc/self").is_dir():
+        paths["unwritable"] = Path("/proc/mrc-test/x")
+    return paths
+
+
+def test_export_refuses_an_onnx_path_it_cannot_write(checkpoints, tmp_path, capsys):
+    paths = bad_output_paths(tmp_path)
+    expected = {"dir": f"error: --onnx {paths['dir']} is a directory; give the file to write "
+                       f"(e.g. {paths['dir'] / 'model.onnx'})",
+                "under_file": f"error: --onnx {paths['under_file']}: {paths['a_file']} is a file, not a directory; "
+                              "choose another --onnx",
+                "unwritable": f"error: --onnx {paths.get('unwritable')}: cannot write in /proc ("}
+    for kind, message in expected.items():
+        if kind in paths:
+            assert export_main([str(checkpoints["softmax"]), "--onnx", str(paths[kind])]) == 2
+            assert one_error_line(capsys).startswith(message), kind
+    assert paths["a_file"].read_text() == "not a directory"
+
+
+def test_explain_refuses_an_out_dir_it_cannot_write(checkpoints, tmp_path, capsys):
+    paths = bad_output_paths(tmp_path)
+    expected = {"a_file": f"error: --out {paths['a_file']} is a file, not a directory; give a directory for "
+                          "scores.png, windows.png and explain.json",
+                "under_file": f"error: --out {paths['under_file']}: {paths['a_file']} is a file, not a directory; "
+                              "choose another --out",
+                "unwritable": f"error: --out {paths.get('unwritable')}: cannot write in /proc ("}
+    for kind, message in expected.items():
+        if kind in paths:
+            assert explain_mod.main([str(checkpoints["softmax"]), "--question", QUESTIONS[0], "--context", CONTEXT,
+                                     "--out", str(paths[kind])]) == 2
+            assert one_error_line(capsys).startswith(message), kind

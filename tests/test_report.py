@@ -403,3 +403,82 @@ def test_a_malformed_record_scores_file_is_left_out_with_a_note(tmp_path: Path):
     bad.write_text("question\tf1\tem\nabc\n")
     with pytest.raises(ValueError, match="line 2 has 1 tab-separated fields"):
         read_scores(bad)
+
+
+# ---------------------------------------------------------------- per-question scores: validated and paired honestly
+
+def scores_job(root: Path, name: str, head: str, seed: int, per_q: dict) -> Path:
+    """A finished job whose in-domain per-question scores are ``per_q`` ({id: f1})."""
+    job = finished_job(root, name, head, seed)
+    scores = {q: {"f1": f1, "em": float(f1 == 1.0)} for q, f1 in per_q.items()}
+    (job / "scores" / "in_domain.json").write_text(json.dumps(scores))  # json writes NaN as NaN
+    return job
+
+
+@pytest.mark.parametrize("row,message", [
+    ("q2\tnan\t0.0", "line 3: F1 nan is not a number in [0, 1]"),
+    ("q2\t50\t1.0", "line 3: F1 50 is not a number in [0, 1]"),
+    ("q2\t-0.5\t0.0", "line 3: F1 -0.5 is not a number in [0, 1]"),
+    ("q2\tinf\t0.0", "line 3: F1 inf is not a number in [0, 1]"),
+    ("q2\t0.5\t2.0", "line 3: EM 2.0 is not a number in [0, 1]"),
+    ("q2\thalf\t0.0", "line 3: F1 half is not a number"),
+])
+def test_record_scores_outside_zero_one_are_refused_naming_line_and_value(tmp_path: Path, row: str, message: str):
+    tsv = tmp_path / "in_domain.tsv"
+    tsv.write_text(f"question\tf1\tem\nq1\t0.5\t0.0\n{row}\n")
+    with pytest.raises(ValueError) as e:
+        read_scores(tsv)
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("value,message", [(float("nan"), "F1 nan"), (50.0, "F1 50.0"), (None, "F1 None")])
+def test_run_scores_outside_zero_one_are_refused_naming_the_question(tmp_path: Path, value, message: str):
+    path = tmp_path / "in_domain.json"
+    path.write_text(json.dumps({"q1": {"f1": 0.5, "em": 0.0}, "q2": {"f1": value, "em": 0.0}}))
+    with pytest.raises(ValueError, match=rf"question 'q2': {message} is not a number"):
+        read_scores(path)
+
+
+def test_one_nan_score_no_longer_makes_identical_runs_significantly_different(tmp_path: Path):
+    """Two configurations with the same per-question F1 in each seed; one seed file of B has one NaN."""
+    same = {q: 0.1 * i for i, q in enumerate(QIDS)}
+    scores_job(tmp_path / "sweep", "0", "softmax", 1, same)
+    scores_job(tmp_path / "sweep", "1", "softmax", 2, same)
+    scores_job(tmp_path / "sweep", "2", "globalpointer", 1, same)
+    scores_job(tmp_path / "sweep", "3", "globalpointer", 2, {**same, "q3": float("nan")})
+    out = tmp_path / "out"
+    assert report.main([str(tmp_path / "sweep"), "--out", str(out), "--bootstrap", "200"]) == 0
+    (row,) = read_csv(out / "significance.csv")
+    assert float(row["delta_f1"]) == 0 and float(row["p_bootstrap"]) == 1 and float(row["p_wilcoxon"]) == 1
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "3: unreadable scores/in_domain.json (ValueError: question 'q3': F1 nan is not a number in [0, 1])" in md
+
+
+def test_a_record_with_an_out_of_range_score_is_not_kept(tmp_path: Path):
+    scores_job(tmp_path / "sweep", "0", "softmax", 1, {q: 0.5 for q in QIDS})
+    scores_job(tmp_path / "sweep", "1", "globalpointer", 1, {**{q: 0.5 for q in QIDS}, "q1": 50.0})
+    out = tmp_path / "out"
+    assert report.main([str(tmp_path / "sweep"), "--out", str(out), "--keep-records", "--bootstrap", "20"]) == 0
+    assert not (out / "runs" / "1" / "scores" / "in_domain.tsv").exists()
+    assert "question 'q1': F1 50.0 is not a number in [0, 1]); not kept" in (out / "report.md").read_text()
+
+
+def test_partly_overlapping_questions_are_paired_on_the_shared_ones_with_a_note(tmp_path: Path):
+    a = {f"q{i}": 0.5 for i in range(0, 10)}
+    b = {f"q{i}": 0.4 for i in range(3, 12)}  # q0-q2 only in A, q10-q11 only in B
+    scores_job(tmp_path / "sweep", "0", "softmax", 1, a)
+    scores_job(tmp_path / "sweep", "1", "globalpointer", 1, b)
+    out = tmp_path / "out"
+    assert report.main([str(tmp_path / "sweep"), "--out", str(out), "--bootstrap", "50"]) == 0
+    (row,) = read_csv(out / "significance.csv")
+    assert (row["a"], row["n_questions"], row["unpaired_a"], row["unpaired_b"]) == (GP, "7", "2", "3")
+    assert float(row["delta_f1"]) == pytest.approx(-10.0)
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert ("- in_domain, `head=globalpointer` vs `head=softmax`: paired on 7 shared questions; 2 of "
+            "`head=globalpointer`'s and 3 of `head=softmax`'s had no partner") in md
+
+
+def test_fully_paired_comparisons_carry_no_note(built: Path):
+    (row,) = read_csv(built / "significance.csv")
+    assert (row["unpaired_a"], row["unpaired_b"]) == ("0", "0")
+    assert "had no partner" not in (built / "report.md").read_text(encoding="utf-8")

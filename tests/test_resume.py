@@ -156,6 +156,46 @@ def test_resumer_restores_or_starts_over(tmp_path):
         Resumer(legacy, tmp_path, fresh, fopt, fsched, Dist()).restore()
 
 
+def edited_state(path, change):
+    state = load_state(path)
+    change(state)
+    atomic_save(state, path)
+
+
+def edit_json(key, **values):
+    return lambda state: state.update({key: json.dumps({**json.loads(state[key]), **values})})
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda s: s.update(epoch=-5), r"epoch=-5 must be an integer in 1\.\.2 \(trainer\.epochs=1\)"),
+    (lambda s: s.update(epoch=0), r"epoch=0 must be an integer in 1\.\.2"),
+    (lambda s: s.update(epoch=3), r"epoch=3 must be an integer in 1\.\.2"),
+    (lambda s: s.update(epoch=1.5), r"epoch=1\.5 must be an integer in 1\.\.2"),
+    (lambda s: s.update(epoch=True), r"epoch=True must be an integer"),
+    (edit_json("progress", batch=-1), r"batch=-1 must be an integer in 0\.\."),
+    (edit_json("progress", seconds=float("nan")), r"seconds=nan must be a finite number in 0\.0\.\."),
+    (edit_json("progress", total_loss=float("inf")), r"total_loss=inf must be a finite number"),
+    (edit_json("run", step=-3), r"step=-3 must be an integer in 0\.\."),
+    (edit_json("run", windows_trained="many"), r"windows_trained='many' must be an integer in 0\.\."),
+    (edit_json("progress", extra=1), r"its progress cannot be read \(TypeError: .*'extra'"),
+    (lambda s: s.update(run="{not json"), r"its progress cannot be read \(JSONDecodeError"),
+    (lambda s: s.update(rng=s["rng"] * 2), r"holds RNG states for 2 process\(es\), written by 1"),
+])
+def test_a_state_out_of_range_is_refused_in_one_line(tmp_path, change, message):
+    from mrc.train.errors import user_error
+    from mrc.train.resume import ResumeError
+
+    model = tiny_model()
+    opt, sched = build_optimizer(model, OPTIM, 5)
+    Resumer(resumer_cfg(), tmp_path, model, opt, sched, Dist()).save(RunProgress(step=3), 1, EpochProgress(batch=6))
+    edited_state(state_path(tmp_path), change)
+    with pytest.raises(ResumeError, match=message) as err:
+        Resumer(resumer_cfg(), tmp_path, model, opt, sched, Dist()).restore()
+    text = str(err.value)
+    assert text.startswith(f"{state_path(tmp_path)}: ") and "trainer.resume=false" in text and "\n" not in text
+    assert user_error(err.value) is err.value
+
+
 def run_cmd(run_dir) -> list[str]:
     return [sys.executable, str(ROOT / "run.py"), *RESUME, f"hydra.run.dir={run_dir}"]
 

@@ -1,8 +1,10 @@
-"""mrc.serve: the JSON API answers like mrc.predict, validates every request (4xx, never 500), serves a
+"""mrc.serve: the JSON API answers like mrc.predict, validates every request (4xx, never 500), bounds the work
+of one request (windows, deadline), answers only requests that name it in their Host header, serves a
 self-contained page, and explains every head's scores."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -11,7 +13,9 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from mrc.data.squad import Example  # noqa: E402
 from mrc.eval.predict import load_for_inference, predict  # noqa: E402
+from mrc.serve import answers  # noqa: E402
 from mrc.serve.app import Limits, PredictResponse, create_app  # noqa: E402
+from mrc.serve.cli import main as serve_main  # noqa: E402
 from tests.serve_helpers import CONTEXT, QUESTIONS, make_checkpoint  # noqa: E402
 
 HEADS = ["softmax", "globalpointer", "efficient_globalpointer"]
@@ -29,8 +33,10 @@ def loaded(checkpoints):
 
 
 def client(loaded, head="softmax", **limits):
+    """A TestClient (Host ``testserver``, allowed explicitly: the default is loopback names only)."""
     model, tokenizer, cfg = loaded[head]
-    return TestClient(create_app(model, tokenizer, cfg, limits=Limits(**limits)), raise_server_exceptions=False)
+    app = create_app(model, tokenizer, cfg, limits=Limits(**limits), allowed_hosts=["testserver"])
+    return TestClient(app, raise_server_exceptions=False)
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -166,7 +172,147 @@ def test_explain_scores_every_head(loaded, head):
 @pytest.mark.parametrize("context,question", [("\u200b", "谁？"), ("🙂" * 10, "谁？"), ("\x00\x01abc", "谁？"),
                                               ("北京" * 9000, "谁" * 1000), ("\ufeff", "？")])
 def test_odd_texts_are_answered_not_500(loaded, context, question):
-    c = client(loaded, "globalpointer")
+    c = client(loaded, "globalpointer", max_windows=1000)  # 18,000 characters make ~620 windows of 64 tokens
     for path in ("/api/predict", "/api/explain"):
         r = c.post(path, json={"context": context, "question": question})
         assert r.status_code == 200, (path, r.text)
+
+
+def post(c, path, body: bytes, ctype="application/json"):
+    return c.post(path, content=body, headers={"content-type": ctype} if ctype else {})
+
+
+SURROGATES = [(b'{"context": "\\ud800\xe5\x8c\x97", "questions": ["q"]}', "context: not valid Unicode"),
+              (b'{"context": "abc", "questions": ["q", "\\udfff"]}', "questions.1: not valid Unicode"),
+              (b'{"context": "abc", "question": "a\\ud83d"}', "question: not valid Unicode"),
+              (b'{"context": "abc", "questions": ["q"], "\\ud800": 1}', "body (a key): not valid Unicode")]
+
+
+@pytest.mark.parametrize("body,message", SURROGATES, ids=["context", "questions", "question", "key"])
+def test_lone_surrogates_are_422_not_500(loaded, body, message):
+    r = post(client(loaded), "/api/predict", body)  # the tokenizer raised TypeError on "\ud800": a 500
+    assert r.status_code == 422 and message in r.json()["error"], r.text
+    r = post(client(loaded), "/api/explain", b'{"context": "\\ud800abc", "question": "q"}')
+    assert r.status_code == 422 and "context: not valid Unicode" in r.json()["error"], r.text
+
+
+@pytest.mark.parametrize("body,message", [(b"[" * 100_000, "nests arrays or objects too deeply"),
+                                          (b'{"context": ' + b"[" * 100_000, "too deeply"),
+                                          (b'{"context": "a", "n": ' + b"1" * 5000 + b"}", "4300 digits")],
+                         ids=["100k-nested", "nested-in-object", "5000-digit-int"])
+def test_bodies_that_crashed_the_json_decoder_are_400(loaded, body, message):
+    for path in ("/api/predict", "/api/explain"):
+        r = post(client(loaded), path, body)  # RecursionError / ValueError escaped json.loads: a 500
+        assert r.status_code == 400 and message in r.json()["error"], (path, r.text)
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+                                   None])
+def test_posts_must_be_application_json(loaded, ctype):
+    # text/plain and forms are what a page elsewhere can POST without a CORS preflight
+    body = json.dumps({"context": CONTEXT, "question": QUESTIONS[0]}).encode()
+    for path in ("/api/predict", "/api/explain"):
+        r = post(client(loaded), path, body, ctype)
+        assert r.status_code == 415 and "send the body as application/json" in r.json()["error"], r.text
+    assert post(client(loaded), "/api/predict", body, "application/json; charset=utf-8").status_code == 200
+
+
+def test_host_header_must_name_this_server(loaded):
+    model, tok, cfg = loaded["softmax"]
+    c = TestClient(create_app(model, tok, cfg, port=8000), raise_server_exceptions=False)  # the default names
+    for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "LocalHost:8000", "127.0.0.1"):
+        assert c.get("/api/info", headers={"host": host}).status_code == 200, host
+    for host in ("testserver", "evil.example:8000", "127.0.0.1:8001", "127.0.0.1.evil.example:8000", "[::1]x"):
+        for r in (c.get("/", headers={"host": host}),
+                  c.post("/api/predict", json={"context": CONTEXT, "question": "q"}, headers={"host": host})):
+            assert r.status_code == 400, (host, r.text)
+            assert r.json()["error"].startswith(f"Host header {host!r} not allowed; this server answers to"), r.text
+    more = TestClient(create_app(model, tok, cfg, host="192.168.1.7", port=8000, allowed_hosts=["mrc.lan", "fe80::1"]))
+    for host in ("mrc.lan:8000", "192.168.1.7:8000", "[fe80::1]:8000", "localhost:8000"):
+        assert more.get("/api/info", headers={"host": host}).status_code == 200, host
+    assert more.get("/api/info", headers={"host": "other.lan:8000"}).status_code == 400
+
+
+def test_404_405_answer_in_the_error_form_and_favicon(loaded):
+    c = client(loaded)
+    r = c.get("/nope")
+    assert r.status_code == 404 and r.json()["error"].startswith("GET /nope: no such page or endpoint")
+    r = c.get("/api/predict")
+    assert r.status_code == 405 and "method not allowed" in r.json()["error"] and r.headers["allow"] == "POST"
+    assert c.get("/favicon.ico").status_code == 204
+    assert '<link rel="icon" href="data:,">' in c.get("/").text  # the page does not ask for one at all
+
+
+@pytest.mark.parametrize("context,questions", [(CONTEXT, QUESTIONS), ("\u200b", ["谁？"]),
+                                               ("北京" * 900, ["谁" * 50, "？"]), (CONTEXT[:40], ["《红楼梦》的作者是谁？"] * 3)])
+def test_window_count_agrees_with_the_windows_built(loaded, context, questions):
+    from mrc.eval.predict import make_windows
+
+    _, tokenizer, cfg = loaded["softmax"]
+    examples = [Example(f"q{i}", q, context, [], []) for i, q in enumerate(questions)]
+    assert answers.count_windows(tokenizer, cfg, context, questions) == len(make_windows(examples, tokenizer, cfg))
+
+
+def test_windows_are_counted_before_the_model_runs(loaded, monkeypatch):
+    ran = []
+    monkeypatch.setattr(answers, "score_windows", lambda *a, **k: ran.append(1))
+    c = client(loaded, max_windows=5)
+    for path, payload in (("/api/predict", {"context": CONTEXT, "questions": QUESTIONS}),
+                          ("/api/explain", {"context": CONTEXT * 2, "question": QUESTIONS[0]})):
+        r = c.post(path, json=payload)
+        assert r.status_code == 422, r.text
+        assert "windows; the limit is 5 per request: send a shorter context or fewer questions" in r.json()["error"]
+    # the default limits: 16 questions over 20,000 characters make ~7,300 windows of 64 tokens
+    r = client(loaded).post("/api/predict", json={"context": "北京" * 10_000, "questions": ["谁？"] * 16})
+    assert r.status_code == 422 and "the limit is 128 per request" in r.json()["error"], r.text
+    assert not ran
+
+
+def test_busy_model_answers_503_with_retry_after(loaded):
+    c = client(loaded, timeout=0.3)
+    with answers.MODEL_LOCK:  # another request holds the model
+        t0 = time.monotonic()
+        r = c.post("/api/predict", json={"context": CONTEXT, "question": QUESTIONS[0]})
+        waited = time.monotonic() - t0
+    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+    assert r.json()["error"].startswith("server busy: the model stayed busy with other requests (limit 0.3 s")
+    assert 0.3 <= waited < 10
+    assert c.post("/api/predict", json={"context": CONTEXT, "question": QUESTIONS[0]}).status_code == 200
+
+
+def test_deadline_is_checked_between_window_batches(loaded, monkeypatch):
+    real, batches = answers.score_windows, []
+
+    def slow(model, windows, **kw):
+        batches.append(len(windows))
+        time.sleep(0.6)
+        return real(model, windows, **kw)
+
+    monkeypatch.setattr(answers, "score_windows", slow)
+    c = client(loaded, timeout=0.5, max_windows=1000)
+    r = c.post("/api/predict", json={"context": CONTEXT * 3, "questions": QUESTIONS})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+    assert "answering took longer than the time allowed per request" in r.json()["error"]
+    assert batches == [answers.BATCH]  # stopped after the first batch, not after all of them
+    assert not answers.MODEL_LOCK.locked()
+
+
+@pytest.mark.parametrize("args", [["--port", "70000"], ["--port", "0"], ["--threads", "-3"], ["--threads", "0"],
+                                  ["--max-questions", "-1"], ["--max-context-chars", "0"],
+                                  ["--max-question-chars", "0"], ["--max-body-bytes", "-5"], ["--max-windows", "0"],
+                                  ["--timeout", "0"], ["--timeout", "-1"], ["--timeout", "nan"],
+                                  ["--max-windows", "many"], ["--allowed-hosts", "a,,b"],
+                                  ["--allowed-hosts", "evil.example:80"]], ids=" ".join)
+def test_cli_refuses_out_of_range_options(args, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:  # before any model is loaded (tmp_path is no checkpoint)
+        serve_main([str(tmp_path), *args])
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
+    assert e.value.code == 2 and len(errors) == 1 and f"error: argument {args[0]}: " in errors[0], errors
+
+
+def test_cli_help_documents_the_work_limits(capsys):
+    with pytest.raises(SystemExit):
+        serve_main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--max-windows" in out and "default 128" in out and "--timeout" in out and "(default 30)" in out
+    assert "--allowed-hosts" in out

@@ -225,4 +225,18 @@ def _check_record(context, qa, seen: set[str]) -> str | None:
         return "missing_question"
     if not isinstance(context, str) or not context.strip():
         return "empty_context"
+    answers = qa.get("answers")
+    texts = [a.get("text") for a in answers if isinstance(a, dict)] if isinstance(answers, list) else []
+    if not all(is_unicode(t) for t in (context, qa["question"], *texts) if isinstance(t, str)):
+        return "invalid_unicode"
     return None
+
+
+def is_unicode(text: str) -> bool:
+    """False for a string holding a lone UTF-16 surrogate: ``json.loads`` turns the escape ``"\\ud800"`` into
+    one, which no tokenizer, encoder or UTF-8 file accepts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

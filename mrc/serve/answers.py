@@ -1,23 +1,80 @@
 """Answers and score views for one context: what the API returns, the page and the PNGs draw.
 
-Everything is computed by the project's prediction path: :func:`mrc.eval.predict.predict` (windows,
-``score_windows``, ``postprocess``) for the answers and n-best lists, and
+Everything is computed by the project's prediction path: the steps of :func:`mrc.eval.predict.predict`
+(``make_windows``, ``score_windows``, ``postprocess``; scored a batch at a time here so that a request's
+deadline is checked between batches) for the answers and n-best lists, and
 :func:`mrc.eval.inference.window_scores` for the scores of the one window a picture shows.
 """
 from __future__ import annotations
 
 import math
 import threading
+import time
+from contextlib import contextmanager
 
 import numpy as np
 
 from heads.base import NEG
+from mrc.data.features import window_starts
 from mrc.data.squad import Example
-from mrc.eval.inference import window_scores
-from mrc.eval.predict import make_windows, predict
+from mrc.eval.inference import postprocess, score_windows, window_scores
+from mrc.eval.predict import make_windows
 
 # One forward pass at a time (the web server runs requests in threads; torch is not re-entrant per model).
 MODEL_LOCK = threading.Lock()
+# Windows per forward pass: a request's deadline is checked between these batches.
+BATCH = 16
+
+
+class TooManyWindows(ValueError):
+    """The request's context and questions make more windows than one request may run."""
+
+    def __init__(self, count: int, limit: int):
+        super().__init__(f"the context and questions make {count} windows; the limit is {limit} per request")
+        self.count, self.limit = count, limit
+
+
+class DeadlineExceeded(TimeoutError):
+    """The request's deadline passed while it waited for the model or between its window batches."""
+
+
+@contextmanager
+def model_turn(deadline: float | None):
+    """Hold :data:`MODEL_LOCK`, waiting no later than ``deadline`` (``time.monotonic()``; None: no deadline)."""
+    wait = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+    if not MODEL_LOCK.acquire(timeout=wait):
+        raise DeadlineExceeded("the model stayed busy with other requests")
+    try:
+        yield
+    finally:
+        MODEL_LOCK.release()
+
+
+def check_deadline(deadline: float | None) -> None:
+    """Raise :class:`DeadlineExceeded` once ``deadline`` has passed."""
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlineExceeded("answering took longer than the time allowed per request")
+
+
+def count_windows(tokenizer, cfg, context: str, questions: list[str]) -> int:
+    """How many windows :func:`mrc.eval.predict.make_windows` cuts for ``questions`` over ``context``, from the
+    token counts alone: refusing a request over the limit costs a tokenization, not thousands of windows."""
+    q_ids = tokenizer(questions, add_special_tokens=False, verbose=False)["input_ids"]
+    n = len(tokenizer(context, add_special_tokens=False, verbose=False)["input_ids"])
+    d = cfg.data  # the budget of build_windows: the question (cut to max_query_len), [CLS] and two [SEP]
+    return sum(len(window_starts(n, d.max_len - min(len(q), d.max_query_len) - 3, d.doc_stride)) for q in q_ids)
+
+
+def score_in_batches(model, tokenizer, cfg, windows, *, device: str, batch_size: int, deadline: float | None):
+    """:func:`mrc.eval.inference.score_windows` run ``batch_size`` windows at a time, checking ``deadline``
+    before each batch; the same arrays as one call."""
+    parts = []
+    for i in range(0, max(len(windows), 1), batch_size):
+        check_deadline(deadline)
+        parts.append(score_windows(model, windows[i:i + batch_size], batch_size=batch_size,
+                                   max_answer_len=cfg.decode.max_answer_len, n_best=cfg.decode.n_best,
+                                   device=device, pad_id=tokenizer.pad_token_id))
+    return [np.concatenate(arrays) for arrays in zip(*parts)]
 
 
 def _num(x) -> float | None:
@@ -52,13 +109,19 @@ def _record(question: str, answer: str, entry: dict, windows) -> dict:
             "window": best["window"] if best else None, "nbest": cands, "windows": describe_windows(windows)}
 
 
-def _answer(model, tokenizer, cfg, context: str, questions: list[str], *, device: str, batch_size: int):
-    """(records as :func:`answer` returns them, each question's windows): tokenized once."""
+def _answer(model, tokenizer, cfg, context: str, questions: list[str], *, device: str, batch_size: int,
+            max_windows: int | None, deadline: float | None):
+    """(records as :func:`answer` returns them, each question's windows): tokenized once, the windows counted
+    before the model runs (:class:`TooManyWindows`), scored as :func:`mrc.eval.predict.predict` does."""
+    if max_windows is not None and (count := count_windows(tokenizer, cfg, context, questions)) > max_windows:
+        raise TooManyWindows(count, max_windows)
     examples = [Example(f"q{i}", q, context, [], []) for i, q in enumerate(questions)]
     windows = make_windows(examples, tokenizer, cfg)
-    with MODEL_LOCK:
-        preds, nbest = predict(model, tokenizer, cfg, examples, batch_size=batch_size, device=device,
-                               windows=windows)
+    with model_turn(deadline):
+        arrays = score_in_batches(model, tokenizer, cfg, windows, device=device, batch_size=batch_size,
+                                  deadline=deadline)
+    preds, nbest = postprocess(examples, windows, *arrays, n_best=cfg.decode.n_best,
+                               null_threshold=cfg.decode.get("null_threshold"))
     per_question = [[w for w in windows if w.example_index == i] for i in range(len(examples))]
     records = [_record(q, preds[ex.id], nbest[ex.id], wins)
                for q, ex, wins in zip(questions, examples, per_question)]
@@ -66,10 +129,12 @@ def _answer(model, tokenizer, cfg, context: str, questions: list[str], *, device
 
 
 def answer(model, tokenizer, cfg, context: str, questions: list[str], *, device: str = "cpu",
-           batch_size: int = 64) -> list[dict]:
+           batch_size: int = BATCH, max_windows: int | None = None, deadline: float | None = None) -> list[dict]:
     """Per question: answer, character offsets (``end`` exclusive; None when the answer is empty), score,
-    null score, n-best list (with each candidate's window) and the windows the context was cut into."""
-    return _answer(model, tokenizer, cfg, context, questions, device=device, batch_size=batch_size)[0]
+    null score, n-best list (with each candidate's window) and the windows the context was cut into.
+    ``max_windows`` / ``deadline`` (``time.monotonic()``): see :class:`TooManyWindows`, :class:`DeadlineExceeded`."""
+    return _answer(model, tokenizer, cfg, context, questions, device=device, batch_size=batch_size,
+                   max_windows=max_windows, deadline=deadline)[0]
 
 
 def answer_cell(window, start: int | None, end: int | None):
@@ -86,17 +151,18 @@ def answer_cell(window, start: int | None, end: int | None):
 
 
 def explain(model, tokenizer, cfg, context: str, question: str, *, window: int | None = None,
-            device: str = "cpu") -> dict:
+            device: str = "cpu", max_windows: int | None = None, deadline: float | None = None) -> dict:
     """The answer (as :func:`answer`) plus the scores of one window (default: the answer's): its context
     tokens, and either per-token start/end scores (``view="tokens"``: softmax head, log-probabilities) or
     the span band (``view="grid"``: GlobalPointer heads; ``band[i][o]`` scores the span from context
     token ``i`` to ``i + o``, None where invalid), with the answer's cell."""
-    (result,), (windows,) = _answer(model, tokenizer, cfg, context, [question], device=device, batch_size=64)
+    (result,), (windows,) = _answer(model, tokenizer, cfg, context, [question], device=device, batch_size=BATCH,
+                                    max_windows=max_windows, deadline=deadline)
     k = (result["window"] or 0) if window is None else window
     if not 0 <= k < len(windows):
         raise IndexError(f"window {k}: this context has {len(windows)} window(s) for this question (0..{len(windows) - 1})")
     win = windows[k]
-    with MODEL_LOCK:
+    with model_turn(deadline):
         band, tokens = window_scores(model, win, max_answer_len=cfg.decode.max_answer_len, device=device,
                                      pad_id=tokenizer.pad_token_id)
     pos = context_positions(win)

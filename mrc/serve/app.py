@@ -8,21 +8,27 @@
 - ``POST /api/explain`` ``{"context": str, "question": str, "window": int (optional)}``: the same answer plus
   the scores the page draws (:func:`mrc.serve.answers.explain`).
 
-Bad requests get a 4xx JSON ``{"error": "..."}`` (400 not JSON, 413 too large, 422 invalid fields), never a
-500. The server binds 127.0.0.1 unless ``--host`` says otherwise.
+Bad requests get a 4xx JSON ``{"error": "..."}`` (:mod:`mrc.serve.guards`: 400 not JSON or a ``Host`` that does
+not name this server, 404 / 405 unknown path or method, 413 too large, 415 not ``application/json``, 422
+invalid fields or too many windows), never a 500; a request past its deadline gets 503 with ``Retry-After``.
+The server binds 127.0.0.1 unless ``--host`` says otherwise.
 """
 from __future__ import annotations
 
-import json
+import math
+import time
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from mrc.serve import answers
+from mrc.serve.guards import HostGuard, RequestError, allowed_names, check_text, read_json
 from mrc.serve.limits import Limits
 
 PAGE = Path(__file__).with_name("page.html")
@@ -80,56 +86,8 @@ class PredictResponse(BaseModel):
     answers: list[Answer]
 
 
-class RequestError(Exception):
-    """A bad request: its HTTP status and a one-line message."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-def _where(loc) -> str:
-    return ".".join(str(p) for p in loc if p != "body") or "body"
-
-
-async def read_json(request: Request, limits: Limits, model: type[BaseModel]):
-    """The request body, size-limited, parsed and validated against ``model`` (RequestError otherwise)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
-        raise RequestError(413, f"body of {int(declared)} bytes; the limit is {limits.max_body_bytes} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limits.max_body_bytes:
-            raise RequestError(413, f"body larger than the limit of {limits.max_body_bytes} bytes")
-    if not body.strip():
-        raise RequestError(400, "empty body; send a JSON object such as "
-                                '{"context": "...", "questions": ["..."]}')
-    try:
-        payload = json.loads(bytes(body).decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RequestError(400, f"body is not UTF-8 JSON ({e}); send a JSON object") from None
-    if not isinstance(payload, dict):
-        raise RequestError(422, f"body must be a JSON object, got {type(payload).__name__}")
-    try:
-        return model.model_validate(payload)
-    except ValidationError as e:
-        msgs = []
-        for err in e.errors():
-            where = _where(err["loc"])
-            msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-            msgs.append(f"{where}: {msg}")
-        raise RequestError(422, "; ".join(msgs)) from None
-
-
-def check_text(name: str, value: str, limit: int) -> None:
-    if not value.strip():
-        raise RequestError(422, f"{name}: empty; give some text")
-    if len(value) > limit:
-        raise RequestError(422, f"{name}: {len(value)} characters; the limit is {limit}")
-
-
 def questions_of(req: PredictRequest, limits: Limits) -> list[str]:
+    """The request's questions, each checked (422 otherwise)."""
     if (req.questions is None) == (req.question is None):
         raise RequestError(422, "give 'questions' (a list of strings) or 'question' (a string), one of them")
     questions = req.questions if req.questions is not None else [req.question]
@@ -142,12 +100,29 @@ def questions_of(req: PredictRequest, limits: Limits) -> list[str]:
     return questions
 
 
-def create_app(model, tokenizer, cfg, *, limits: Limits | None = None, backend: str = "fp32",
-               device: str = "cpu") -> FastAPI:
-    """The FastAPI app answering with ``model`` (a loaded checkpoint; see :func:`load_for_inference`)."""
+async def run_model(limits: Limits, fn, *args, **kwargs):
+    """``fn`` (:func:`answers.answer` / :func:`answers.explain`) in a worker thread under the request's window
+    limit and deadline; those refusals become a 422 / a 503 with ``Retry-After``."""
+    deadline = time.monotonic() + limits.timeout
+    try:
+        return await run_in_threadpool(fn, *args, max_windows=limits.max_windows, deadline=deadline, **kwargs)
+    except answers.TooManyWindows as e:
+        raise RequestError(422, f"{e}: send a shorter context or fewer questions") from None
+    except answers.DeadlineExceeded as e:
+        # The model is held by one request at most until its own deadline: retrying after one timeout finds it free.
+        raise RequestError(503, f"server busy: {e} (limit {limits.timeout:g} s per request); retry later",
+                           {"Retry-After": str(math.ceil(limits.timeout))}) from None
+
+
+def create_app(model, tokenizer, cfg, *, limits: Limits | None = None, backend: str = "fp32", device: str = "cpu",
+               host: str = "127.0.0.1", port: int | None = None, allowed_hosts: Iterable[str] = ()) -> FastAPI:
+    """The FastAPI app answering with ``model`` (a loaded checkpoint; see :func:`load_for_inference`); requests
+    must name ``host`` / a loopback name / one of ``allowed_hosts`` in their ``Host`` header (with ``port`` when
+    given)."""
     limits = limits or Limits()
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN; /openapi.json stays.
     app = FastAPI(title="mrc-zh", docs_url=None, redoc_url=None)
+    app.add_middleware(HostGuard, names=allowed_names(host, allowed_hosts), port=port)
     page = PAGE.read_text(encoding="utf-8")
     head = getattr(model.head, "name", type(model.head).__name__)
     info = {"head": head, "backend": backend, "max_len": cfg.data.max_len, "max_query_len": cfg.data.max_query_len,
@@ -156,11 +131,28 @@ def create_app(model, tokenizer, cfg, *, limits: Limits | None = None, backend: 
 
     @app.exception_handler(RequestError)
     async def _bad_request(request: Request, exc: RequestError):
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(HTTPException)  # 404 and 405 in the documented {"error": ...} form
+    async def _http_error(request: Request, exc: HTTPException):
+        what = {404: "no such page or endpoint", 405: "method not allowed"}.get(exc.status_code, exc.detail)
+        return JSONResponse({"error": f"{request.method} {request.url.path[:200]}: {what}; the API is "
+                                      "GET /api/info, POST /api/predict, POST /api/explain"},
+                            status_code=exc.status_code, headers=exc.headers)
+
+    # A bug: still one JSON line for the client; Starlette re-raises the exception after this answer, so the
+    # server logs its traceback.
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception):
+        return JSONResponse({"error": "internal error; the server log has the details"}, status_code=500)
 
     @app.get("/", response_class=HTMLResponse)
     async def index():
         return HTMLResponse(page, headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():  # browsers ask for it on every page load; no icon, and no 404 in the log
+        return Response(status_code=204)
 
     @app.get("/api/info")
     async def api_info():
@@ -170,15 +162,15 @@ def create_app(model, tokenizer, cfg, *, limits: Limits | None = None, backend: 
         "application/json": {"schema": PredictRequest.model_json_schema()}}}}
     explain_body = {"requestBody": {"required": True, "content": {
         "application/json": {"schema": ExplainRequest.model_json_schema()}}}}
-    errors = {code: {"description": f"{code}: JSON {{\"error\": message}}"} for code in (400, 413, 422)}
+    errors = {code: {"description": f"{code}: JSON {{\"error\": message}}"} for code in (400, 413, 415, 422, 503)}
 
     @app.post("/api/predict", response_model=PredictResponse, openapi_extra=predict_body, responses=errors)
     async def api_predict(request: Request):
         req = await read_json(request, limits, PredictRequest)
         check_text("context", req.context, limits.max_context_chars)
         questions = questions_of(req, limits)
-        result = await run_in_threadpool(answers.answer, model, tokenizer, cfg, req.context, questions,
-                                         device=device)
+        result = await run_model(limits, answers.answer, model, tokenizer, cfg, req.context, questions,
+                                 device=device)
         return {"answers": result}
 
     @app.post("/api/explain", openapi_extra=explain_body, responses=errors)
@@ -187,10 +179,13 @@ def create_app(model, tokenizer, cfg, *, limits: Limits | None = None, backend: 
         check_text("context", req.context, limits.max_context_chars)
         check_text("question", req.question, limits.max_question_chars)
         if req.window is not None and req.window < 0:
-            raise RequestError(422, f"window: {req.window} is negative")
+            raise RequestError(422, "window: negative; give a window index, 0 or more")
+        if req.window is not None and req.window >= limits.max_windows:  # nor is a 4,000-digit number echoed
+            raise RequestError(422, f"window: a request has at most {limits.max_windows} windows "
+                                    f"(0..{limits.max_windows - 1})")
         try:
-            return await run_in_threadpool(answers.explain, model, tokenizer, cfg, req.context, req.question,
-                                           window=req.window, device=device)
+            return await run_model(limits, answers.explain, model, tokenizer, cfg, req.context, req.question,
+                                   window=req.window, device=device)
         except IndexError as e:
             raise RequestError(422, f"window: {e}") from None
 

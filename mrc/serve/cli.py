@@ -3,6 +3,7 @@ by uvicorn. Heavy imports (torch, FastAPI) wait until the arguments are parsed, 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -11,28 +12,82 @@ from mrc.serve.limits import Limits
 QUANTIZE = ("int8", "bf16")  # = mrc.model.quantize.QUANTIZE (not imported here: it pulls in torch)
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (0 or less would refuse every request, or mean nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer; give 1 or more")
+    return value
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 1-65535."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port; give 1-65535")
+    return value
+
+
+def seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def host_list(text: str) -> list[str]:
+    """argparse type: comma-separated host names or addresses as a Host header gives them, without a port."""
+    names = [n.strip() for n in text.split(",")]
+    for n in names:
+        if not n or any(c.isspace() or c in "/*@" for c in n):
+            raise argparse.ArgumentTypeError(f"{n!r} is not a host name; give names separated by commas, e.g. "
+                                             "myhost.lan,10.0.0.5 (no blanks, paths or wildcards)")
+        if n.count(":") == 1 or n.startswith("[") and not n.endswith("]"):
+            raise argparse.ArgumentTypeError(f"{n!r}: give the name without a port (requests must use --port)")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of python -m mrc.serve (options checked for range as they are parsed)."""
     ap = argparse.ArgumentParser(prog="python -m mrc.serve", description="HTTP JSON API and web page that "
                                  "answer questions with a trained checkpoint and show the span scores.")
     ap.add_argument("checkpoint", type=Path, help="directory written by a training run (<run dir>/checkpoint)")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    ap.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    ap.add_argument("--port", type=port_number, default=8000, help="port, 1-65535 (default 8000)")
+    ap.add_argument("--allowed-hosts", type=host_list, default=[], metavar="NAME,...",
+                    help="more names a request's Host header may give, comma-separated, without a port (default: "
+                    "only 127.0.0.1, localhost, [::1] and --host, so that web pages elsewhere cannot reach the "
+                    "server); others get 400")
     fast = ap.add_mutually_exclusive_group()
     fast.add_argument("--quantize", choices=QUANTIZE, help="int8: dynamic int8 quantisation of the encoder's "
                       "linear layers (CPU); bf16: the encoder under bf16 autocast (CPU; fast with AMX / AVX512-BF16)")
     fast.add_argument("--onnx", type=Path, help="answer with this ONNX file from python -m mrc.export (same "
                       "checkpoint), run by ONNX Runtime (CPU)")
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, ... (--quantize / --onnx: cpu only)")
-    ap.add_argument("--threads", type=int, default=None, help="torch / ONNX Runtime threads (default: torch's)")
+    ap.add_argument("--threads", type=positive_int, default=None,
+                    help="torch / ONNX Runtime threads, 1 or more (default: torch's)")
     d = Limits()
-    ap.add_argument("--max-context-chars", type=int, default=d.max_context_chars,
+    ap.add_argument("--max-context-chars", type=positive_int, default=d.max_context_chars,
                     help=f"longest context accepted (default {d.max_context_chars})")
-    ap.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
+    ap.add_argument("--max-body-bytes", type=positive_int, default=d.max_body_bytes,
                     help=f"largest request body (default {d.max_body_bytes} = 256 KB)")
-    ap.add_argument("--max-questions", type=int, default=d.max_questions,
+    ap.add_argument("--max-questions", type=positive_int, default=d.max_questions,
                     help=f"questions per request (default {d.max_questions})")
-    ap.add_argument("--max-question-chars", type=int, default=d.max_question_chars,
+    ap.add_argument("--max-question-chars", type=positive_int, default=d.max_question_chars,
                     help=f"longest question (default {d.max_question_chars})")
+    ap.add_argument("--max-windows", type=positive_int, default=d.max_windows,
+                    help=f"windows one request may run through the model, counted before it runs (422 above; "
+                    f"default {d.max_windows}: one {d.max_context_chars}-character context at 256-token windows)")
+    ap.add_argument("--timeout", type=seconds, default=d.timeout,
+                    help=f"seconds one request may wait for and use the model (default {d.timeout:g}); past it: "
+                    "503 with Retry-After")
     return ap
 
 
@@ -64,10 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     backend = args.quantize or ("onnx" if args.onnx else "fp32")
-    limits = Limits(args.max_body_bytes, args.max_context_chars, args.max_questions, args.max_question_chars)
-    app = create_app(model, tokenizer, cfg, limits=limits, backend=backend, device=args.device)
+    limits = Limits(max_body_bytes=args.max_body_bytes, max_context_chars=args.max_context_chars,
+                    max_questions=args.max_questions, max_question_chars=args.max_question_chars,
+                    max_windows=args.max_windows, timeout=args.timeout)
+    app = create_app(model, tokenizer, cfg, limits=limits, backend=backend, device=args.device, host=args.host,
+                     port=args.port, allowed_hosts=args.allowed_hosts)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: binding {args.host}: anyone who can reach this address can use the model",
+        print(f"warning: binding {args.host}: anyone who can reach this address can use the model (requests "
+              "must name it in their Host header: give the names it is reached by with --allowed-hosts)",
               file=sys.stderr)
     print(f"serving {args.checkpoint} ({backend}) on http://{args.host}:{args.port}/", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

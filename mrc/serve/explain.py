@@ -181,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--question and --context go together and must not be empty")
     if args.input is not None and not args.id:
         ap.error("--input needs --id (the question to explain)")
+    from mrc.serve.out_paths import check_output_dir
+
     try:
+        check_output_dir(args.out, "--out", "scores.png, windows.png and explain.json")  # before the model runs
         if args.input is not None:
             examples, _ = load_squad(args.input, training=False)
             found = [e for e in examples if e.id == args.id]

@@ -18,8 +18,31 @@ from pathlib import Path
 # torch and the model code are imported where they are used, so that --help answers at once
 
 OPSET = 17
+# The encoders' attention (torch's scaled_dot_product_attention) exports from opset 14; 7-13 fail inside the
+# exporter with a traceback, so --opset is checked against this and the installed torch before any work.
+MIN_OPSET = 14
 SAMPLE = ("北京是中华人民共和国的首都，人口约2189万人。《红楼梦》的作者是曹雪芹，成书于18世纪中叶。"
           "2019年iPhone 11在Cupertino发布，价格６９９９元。Apple公司的电话是400-666-8800。")
+
+
+def opset_range() -> tuple[int, int | None]:
+    """(lowest, highest) opset this graph exports at with the installed torch (highest None: unknown)."""
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET  # private: the exporter's own bound (23 on torch 2.13)
+    except ImportError:
+        return MIN_OPSET, None
+    return MIN_OPSET, int(ONNX_MAX_OPSET)
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an opset the graph or the installed exporter cannot use (one line naming the range)."""
+    from mrc.model.quantize import FastModelError
+
+    low, high = opset_range()
+    if opset < low or (high is not None and opset > high):
+        span = f"{low}..{high}" if high is not None else f"{low} or newer"
+        raise FastModelError(f"--opset {opset}: this graph exports at opset {span} with the installed torch "
+                             f"(default {OPSET}); pick one in that range")
 
 
 def sample_batches(tokenizer, cfg):
@@ -149,15 +172,19 @@ def main(argv: list[str] | None = None) -> int:
                                  "to ONNX (for mrc.predict / mrc.serve --onnx) and check it against torch.")
     ap.add_argument("checkpoint", type=Path, help="directory written by a training run (<run dir>/checkpoint)")
     ap.add_argument("--onnx", type=Path, required=True, help="where to write the .onnx file")
-    ap.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
+    ap.add_argument("--opset", type=int, default=OPSET,
+                    help=f"ONNX opset (default {OPSET}; {MIN_OPSET} up to what the installed torch exports)")
     ap.add_argument("--atol", type=float, default=1e-3,
                     help="largest allowed |torch - ONNX Runtime| score difference (default 1e-3)")
     ap.add_argument("--quantize", choices=["int8"], default=None,
                     help="int8: then quantise the encoder's linear layers with ONNX Runtime (dynamic, per channel)")
     args = ap.parse_args(argv)
     from mrc.eval.predict import debug_enabled
+    from mrc.serve.out_paths import check_output_file
 
     try:
+        check_opset(args.opset)  # before the checkpoint is loaded: bad options fail in a second
+        check_output_file(args.onnx, "--onnx", "model.onnx")
         if args.quantize:
             import tempfile
 

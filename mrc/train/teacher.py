@@ -51,7 +51,7 @@ def attach_teacher(distill, model, tokenizer, max_len: int, device: str) -> None
     path = Path(str(distill.teacher)).expanduser()
     if not (path / "mrc.yaml").is_file() and (path / "checkpoint" / "mrc.yaml").is_file():
         path = path / "checkpoint"  # a run dir: its best checkpoint
-    try:
+    try:  # its mrc.yaml is read as plain data (no ${...} resolved, no aliases), its files checked against the manifest
         teacher, teacher_tok, _ = checkpoint.load(path, device)
     except checkpoint.CheckpointError as e:
         raise ConfigError(f"distill.teacher: {e}") from None
