@@ -2,6 +2,9 @@
 
 Returns the in-domain F1 so Hydra sweepers can optimise it. See README.md for every option.
 """
+import sys
+from pathlib import Path
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -23,4 +26,9 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    from mrc.train.errors import exit_on_user_error
+    from mrc.train.overrides import check_overrides
+
+    # typos and mistyped values: one error line, exit 2, before Hydra composes or anything runs
+    exit_on_user_error(lambda: check_overrides(sys.argv[1:], Path(__file__).resolve().parent / "conf"))
     main()
