@@ -152,20 +152,48 @@ def test_fractional_epochs_evaluated_only_at_the_end(tmp_path, caplog, monkeypat
     assert metrics["train"]["steps"] == per_epoch + round(per_epoch * 0.5)
 
 
+@pytest.mark.parametrize("mode,units,speedup,expected", [
+    ("auto", False, 3.0, None),       # no native units: fp32, whatever a product measures
+    ("auto", True, 0.6, None),        # units, but bf16 measured slower (an Intel Xeon without AMX): fp32
+    ("auto", True, 2.3, "bf16"),      # units and measured faster (the AMD EPYC's 2.3x): bf16
+    ("false", True, 2.3, None), ("true", False, 0.6, "bf16"), (True, True, 0.6, "bf16"), (False, True, 3.0, None),
+])
+def test_cpu_bf16_auto_uses_bf16_where_native_and_faster(monkeypatch, caplog, mode, units, speedup, expected):
+    import torch
+    from omegaconf import OmegaConf
+    from mrc.train.pipeline import autocast_dtype
+    monkeypatch.setattr("mrc.train.pipeline.cpu_has_bf16", lambda: units)
+    monkeypatch.setattr("mrc.train.pipeline.bf16_matmul_speedup", lambda: speedup)
+    caplog.set_level("INFO")
+    dtype = autocast_dtype(OmegaConf.create({"bf16": True, "cpu_bf16": mode}), "cpu")
+    assert dtype == (torch.bfloat16 if expected else None)
+    assert f"precision {'bf16 autocast' if expected else 'fp32'} on the CPU" in caplog.text
+
+
+def test_cpu_bf16_value_is_checked():
+    from omegaconf import OmegaConf
+    from mrc.train.inputs import ConfigError
+    from mrc.train.pipeline import autocast_dtype
+    with pytest.raises(ConfigError, match="trainer.cpu_bf16='sometimes': must be auto, true or false"):
+        autocast_dtype(OmegaConf.create({"bf16": True, "cpu_bf16": "sometimes"}), "cpu")
+
+
 def test_cpu_bf16_trains_and_evaluates_under_autocast(tmp_path, caplog, monkeypatch):
     import torch
     from omegaconf import OmegaConf
     from mrc.model.span_model import SpanModel
     from mrc.train.pipeline import autocast_dtype
-    off = OmegaConf.create({"bf16": True})
-    assert autocast_dtype(off, "cpu") is None and autocast_dtype(off, "cuda") == torch.bfloat16  # the defaults
+    off = OmegaConf.create({"bf16": True, "cpu_bf16": False})
+    assert autocast_dtype(off, "cpu") is None and autocast_dtype(off, "cuda") == torch.bfloat16
     assert autocast_dtype(OmegaConf.create({"bf16": False, "cpu_bf16": True}), "cuda:1") is None
     monkeypatch.setattr("mrc.train.pipeline.cpu_has_bf16", lambda: False)  # the warning, on any CPU
     seen, forward = [], SpanModel.forward
 
     def spy(self, *args, **kwargs):
         seen.append((self.training, torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
-        return forward(self, *args, **kwargs)
+        scores = forward(self, *args, **kwargs)
+        assert all(t.dtype == torch.float32 for t in (scores if isinstance(scores, tuple) else (scores,)))
+        return scores  # the head's scores stay fp32 under bf16 autocast
     monkeypatch.setattr(SpanModel, "forward", spy)
     caplog.set_level("INFO")
     f1 = run(compose_cfg(DEMO + ["head=globalpointer", "trainer.cpu_bf16=true"], tmp_path), tmp_path)
@@ -173,7 +201,7 @@ def test_cpu_bf16_trains_and_evaluates_under_autocast(tmp_path, caplog, monkeypa
     assert {training for training, _, _ in seen} == {True, False}  # training batches and evaluation batches
     assert all(on and dtype == torch.bfloat16 for _, on, dtype in seen)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["splits"]["in_domain"]["F1"] == f1
+    assert metrics["splits"]["in_domain"]["F1"] == f1 and metrics["train"]["precision"] == "bf16"
     from safetensors import safe_open
     files = sorted((tmp_path / "checkpoint").rglob("*.safetensors"))
     assert len(files) == 2  # the encoder's and the span model's

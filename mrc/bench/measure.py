@@ -44,16 +44,3 @@ def best_of(n: int, run):
     return min(results, key=lambda r: r[-1]["seconds"] if isinstance(r, tuple) else r["seconds"])
 
 
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux), else the platform's processor or machine string:
-    recorded with every bench result, since rates from different hosts are not comparable."""
-    import platform
-
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

@@ -36,7 +36,8 @@ from omegaconf import OmegaConf
 from heads.base import top_spans
 
 from mrc.bench import peer as bench_peer
-from mrc.bench.measure import PeakRSS, best_of, cpu_name
+from mrc.bench.measure import PeakRSS, best_of
+from mrc.model.cpu import cpu_name
 from mrc.bench.summary import ratios, table
 from mrc.data.batching import batches, collate
 from mrc.data.squad import load_squad

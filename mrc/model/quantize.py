@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mrc.model.cpu import bf16_units
+
 # ONNX graph inputs, in order (the collated batch keys the span model reads).
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "span_mask", "question_match")
 QUANTIZE = ("int8", "bf16")
@@ -60,11 +62,13 @@ def quantize_int8(model):
 
 
 def cpu_has_bf16() -> bool:
-    """Whether oneDNN finds native bf16 matrix instructions (AVX512-BF16 or AMX) on this CPU."""
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX, :func:`mrc.model.cpu.bf16_units`) and
+    torch's oneDNN can use it. (oneDNN's own check also says yes on any AVX512 core, where bf16 is emulated.)"""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        usable = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a torch build without oneDNN
         return False
+    return usable and bool(bf16_units())
 
 
 class Bf16Encoder(nn.Module):

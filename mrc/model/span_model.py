@@ -41,7 +41,14 @@ class SpanModel(nn.Module):
             states = self.encoder(attention_mask=attention_mask, output_hidden_states=True, **kwargs).hidden_states
         else:
             states = (self.encoder(attention_mask=attention_mask, **kwargs).last_hidden_state,)
-        return self.head(self.neck(states, attention_mask), span_mask)
+        hidden = self.neck(states, attention_mask)  # (B, L, H)
+        if torch.is_autocast_enabled(hidden.device.type):
+            # Under bf16 autocast only the encoder (and neck) run in bf16: the head's span grid / start-end
+            # logits, the losses over them and decoding stay fp32, where a bf16 score's 8-bit mantissa would
+            # tie close spans and the masks' large negatives would lose their margin.
+            with torch.autocast(device_type=hidden.device.type, enabled=False):
+                return self.head(hidden.float(), span_mask)
+        return self.head(hidden, span_mask)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Head loss on one collated batch (mixed with the distillation loss when a teacher is set)."""
