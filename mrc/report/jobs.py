@@ -231,12 +231,16 @@ def in_domain_split(jobs: Iterable[Job]) -> str | None:
     return names.most_common(1)[0][0] if names else None
 
 
+CALIBRATION_SPLIT = "calibration"  # = mrc.eval.selective.CALIBRATION (mrc.report imports no other layer)
+
+
 def all_splits(jobs: Iterable[Job], in_domain: str | None) -> list[str]:
     """Union of split names over finished jobs, the in-domain split first, then first-seen order."""
     names: dict[str, None] = {in_domain: None} if in_domain else {}
     for job in jobs:
         names.update(dict.fromkeys(job.split_names()))
-    return list(names)
+    # the slice held out of training to fit thresholds and calibrators on: scored in-sample, never a result
+    return [n for n in names if n != CALIBRATION_SPLIT]
 
 
 def select_splits(available: list[str], requested: str | None, notes: list[str]) -> list[str]:

@@ -22,14 +22,17 @@ from mrc.eval.inference import postprocess, score_windows
 from mrc.train.loggers import NullLogger, job_info
 from mrc.eval.metric import breakdown, evaluate
 from mrc.eval.nulls import apply_threshold, tune_threshold
+from mrc.eval.selective import METHODS, add_confidences, pool_summary
 from mrc.train.inputs import ConfigError, check_overlap, load_data  # noqa: F401 (load_data: also for lexical)
 from mrc.train.splits import Split, robustness_metrics
 from mrc.model.finetune import count_parameters
+from mrc.model.cpu import BF16_MIN_SPEEDUP, bf16_matmul_speedup, bf16_units, cpu_name
 from mrc.model.quantize import cpu_has_bf16
 from mrc.model.span_model import SpanModel, max_positions
 from mrc.train.cpu_memory import retain_freed_memory
 from mrc.train.record import write_record
 from mrc.train.resume import Resumer, RunProgress, preflight
+from mrc.train.run_lock import run_lock
 from mrc.train.outputs import write_outputs
 from mrc.train.teacher import attach_teacher, cache_teacher
 from mrc.train.loop import build_optimizer, n_epochs, total_steps, train_epoch
@@ -134,7 +137,8 @@ def run(cfg: DictConfig, run_dir: str | Path, record: dict | None = None) -> flo
     run_dir = Path(run_dir)
     d, device = distributed.setup(pick_device(cfg.trainer.device))
     try:
-        return _run(cfg, run_dir, d, device, record)
+        with run_lock(run_dir, enabled=d.is_main):  # one run per run dir; rank 0 holds it for the job
+            return _run(cfg, run_dir, d, device, record)
     finally:
         distributed.teardown(d)
 
@@ -154,17 +158,34 @@ def check_geometry(cfg: DictConfig, encoder_config=None) -> None:
                           f"data.max_len<={limit}")
 
 
+def cpu_bf16_mode(value) -> str:
+    """Normalise ``trainer.cpu_bf16``: ``auto`` (bf16 where the CPU has native units), ``true`` or ``false``."""
+    mode = str(value).strip().lower()
+    if mode not in ("auto", "true", "false"):
+        raise ConfigError(f"trainer.cpu_bf16={value!r}: must be auto, true or false")
+    return mode
+
+
 def autocast_dtype(trainer: DictConfig, device: str):
     """bf16 for training and evaluation under autocast (``trainer.bf16`` on CUDA, ``trainer.cpu_bf16`` on
-    the CPU), else None (fp32). Weights, optimizer state and the heads' losses stay fp32 either way."""
+    the CPU: auto = where the CPU has native bf16 units and a bf16 matrix product measures at least
+    ``BF16_MIN_SPEEDUP`` times faster than fp32), else None (fp32). Master weights, optimizer state,
+    the heads' scores and losses and decoding stay fp32 either way (:class:`SpanModel` runs the head in fp32)."""
     if str(device).startswith("cuda"):
         return torch.bfloat16 if trainer.bf16 else None
-    if not trainer.get("cpu_bf16", False):
+    mode, native = cpu_bf16_mode(trainer.get("cpu_bf16", "auto")), cpu_has_bf16()
+    units = ", ".join(bf16_units()) or "no AVX512-BF16 / AMX units"
+    if mode == "auto" and native:
+        speedup = bf16_matmul_speedup()
+        units += f"; a bf16 matrix product runs {speedup:.2f}x the fp32 speed here"
+        native = speedup >= BF16_MIN_SPEEDUP
+    if mode == "false" or (mode == "auto" and not native):
+        log.info("precision fp32 on the CPU (%s; %s; trainer.cpu_bf16=%s)", cpu_name(), units, mode)
         return None
-    if not cpu_has_bf16():
-        log.warning("trainer.cpu_bf16=true: this CPU has no AVX512-BF16 / AMX units; bf16 runs emulated, "
-                    "slower than fp32 (set trainer.cpu_bf16=false)")
-    log.info("bf16 autocast on the CPU (trainer.cpu_bf16=true)")
+    if not native:
+        log.warning("trainer.cpu_bf16=true: this CPU (%s) has no AVX512-BF16 / AMX units; bf16 runs emulated, "
+                    "slower than fp32 (set trainer.cpu_bf16=auto)", cpu_name())
+    log.info("precision bf16 autocast on the CPU (%s; %s; trainer.cpu_bf16=%s)", cpu_name(), units, mode)
     return torch.bfloat16
 
 
@@ -192,7 +213,8 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | No
     instantiate(cfg.finetune).apply(model)  # freeze / adapters / LoRA
     model = model.to(device)
     attach_teacher(cfg.get("distill"), model, enc.tokenizer, cfg.data.max_len, device)  # distill.teacher
-    params = count_parameters(model)
+    params = {**count_parameters(model), "precision": "bf16" if amp is not None else "fp32",
+              "cpu": cpu_name() if device == "cpu" else torch.cuda.get_device_name(device)}
     log.info("parameters: %d trainable of %d (finetune=%s)", params["trainable"], params["total"],
              cfg.finetune._target_.rsplit(".", 1)[-1])
     geometry = dict(max_len=cfg.data.max_len, max_query_len=cfg.data.max_query_len, doc_stride=cfg.data.doc_stride)
@@ -273,6 +295,7 @@ def _evaluate_epoch(cfg, run_dir, model, tokenizer, splits, device, amp, logger,
         per_q = {n: r["per_question"] for n, r in results.items()}
         for n, s in splits.items():
             results[n]["summary"].update(robustness_metrics(n, s.spec, s.path, preds, per_q, s.gold))
+        add_confidences(results, splits)  # calibrators fitted on the calibration split only
         run_state.eval_seconds += sum(r["summary"]["seconds"] for r in results.values())
         f1 = results[cfg.data.in_domain]["summary"]["F1"]
         row = {"epoch": epoch, "loss": round(ep["loss"], 5),
@@ -305,8 +328,15 @@ def _report(cfg, run_dir, train, train_windows, splits, device, logger, data_inf
         "eval_seconds": round(run_state.eval_seconds, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
         "data": data_info, "history": run_state.history,
     }
+    pool = pool_summary(run_state.best_results, splits, list(cfg.decode.get("abstention_pool") or []), cfg.seed)
+    if pool:
+        metrics["abstention"] = pool
+        log.info("abstention on the pool %s: %s", "+".join(pool["splits"]), "; ".join(
+            f"{m} AURC {pool[m]['aurc']:.4f} ECE {pool[m]['ece']:.4f} coverage@F1 80 {pool[m]['coverage_at_80']:.3f}"
+            for m in METHODS if m in pool))
     if params:
-        metrics["train"].update(trainable_params=params["trainable"], params=params["total"])
+        metrics["train"].update(trainable_params=params["trainable"], params=params["total"],
+                                precision=params.get("precision", "fp32"), cpu=params.get("cpu"))
     if d.enabled:
         metrics["train"]["world_size"] = d.world_size
     if run_state.resumed:

@@ -6,21 +6,18 @@ The state holds the model, optimizer and scheduler, the RNG states of every rank
 torch CPU and CUDA), the position (epoch, batches of the epoch already consumed, optimizer step),
 the epoch's loss accumulators and the run's bookkeeping (best F1 / epoch / results, history, timers).
 The epoch's window sample and batch order are pure functions of the seed and the epoch, so they are
-recomputed rather than stored.
+recomputed rather than stored. Its position and counters are range-checked (:data:`mrc.model.limits.RANGES`)
+before the run resumes.
 
-The file is a ``torch.save`` dict of tensors and plain Python values, loaded with
-``weights_only=True`` (no arbitrary pickle); the bookkeeping travels as JSON text. Writes are atomic
-(temp file in the same directory, fsync, ``os.replace``), so a kill at any moment leaves either the
-previous or the new state.
+The file is a ``torch.save`` dict of tensors and plain Python values, loaded with ``weights_only=True`` (no
+arbitrary pickle); the bookkeeping travels as JSON text. Writes are atomic (:func:`mrc.model.atomic.atomic_write`:
+temp file in the same directory, fsync, ``os.replace``), so a kill leaves either the previous or the new state.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import random
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +26,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from mrc.model import atomic
+from mrc.model.limits import out_of_range
 from mrc.train import distributed
 from mrc.train.distributed import Dist
 from mrc.train.loop import EpochProgress, n_epochs
@@ -39,7 +38,8 @@ VERSION = 1
 # Keys that may change between the interrupted and the resuming invocation.
 VOLATILE_KEYS = ("logger", "paths", "trainer.resume", "trainer.resume_every", "trainer.progress",
                  "trainer.log_every", "trainer.device", "trainer.retain_freed_memory",
-                 "trainer.trim_freed_memory")
+                 "trainer.trim_freed_memory",
+                 "decode.abstention_pool")  # which scored splits are pooled for the abstention metrics
 # Options added after states were first written, with the value that reproduces the behaviour from before
 # they existed: a state without the key resumes when the run sets exactly that value.
 ADDED_KEYS = {"optim.fused": False, "trainer.eval_each_epoch": True, "data.eval_splits": None,
@@ -52,7 +52,11 @@ ADDED_KEYS = {"optim.fused": False, "trainer.eval_each_epoch": True, "data.eval_
               # f1_soft's smoothing (inert under the default hard target)
               "head.span_smoothing": 0.1,
               # finetune=frozen kept the encoder's dropout on before the option existed
-              "finetune.encoder_dropout": True}
+              "finetune.encoder_dropout": True,
+              # abstention: no calibration slice and no unanswerable training questions before they existed
+              "data.calibration_share": 0.0, "data.negatives.share": 0.0,
+              "data.negatives.kinds": ["other_paragraph", "answer_removed"], "data.negatives.seed": 0,
+              "data.negatives.calibration": True}
 # Keys added later whose value in an older state is that of another key of the same state
 ADDED_FROM = {"head.span_max_len": "decode.max_answer_len"}
 
@@ -118,37 +122,14 @@ def find_state(run_dir: str | Path, mode: Any) -> Path | None:
     return path
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temp file next to ``path``, fsync it, then atomically replace ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    atomic.atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def remove_stale_temps(path: str | Path) -> list[Path]:
     """Delete temp files left next to ``path`` by a writer killed mid-write; return them."""
-    path = Path(path)
-    stale = sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+    stale = atomic.stale_temp_files(path)
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
@@ -180,7 +161,30 @@ def preflight(cfg: DictConfig, run_dir: str | Path, d: Dist) -> dict | None:
     if not isinstance(state, dict) or not {"version", "world_size", "config"} <= set(state):
         raise ResumeError(f"{path}: not a resumable state of this project; delete it or set trainer.resume=false")
     check_compatible(state, cfg, d, path)
+    check_position(state, n_epochs(cfg.trainer), path)
     return state
+
+
+def check_position(state: dict, epochs: int, path: Path) -> None:
+    """Refuse a state whose position or counters are outside :data:`mrc.model.limits.RANGES` (an ``epoch: -5``
+    would train seven epochs) or cannot be read; ``epochs``: the run's epoch count."""
+    hint = "delete it or set trainer.resume=false to start over"
+    try:
+        progress = asdict(EpochProgress(**json.loads(state["progress"])))  # the fields this code knows, no others
+        run, rngs = asdict(RunProgress(**json.loads(state["run"]))), list(state["rng"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ResumeError(f"{path}: its progress cannot be read ({type(e).__name__}: {e}); {hint}") from None
+    if len(rngs) != state["world_size"]:
+        raise ResumeError(f"{path}: holds RNG states for {len(rngs)} process(es), written by {state['world_size']}; "
+                          f"{hint}")
+    values = {"epoch": (state.get("epoch"), epochs + 1)}
+    values.update({k: (progress[k], None) for k in ("batch", "n_loss", "windows", "seconds", "total_loss")})
+    values.update({k: (run[k], None) for k in ("step", "windows_trained", "train_seconds", "eval_seconds")})
+    for key, (value, hi) in values.items():
+        why = out_of_range(f"state.{key}", value, hi=hi)
+        if why:
+            given = f" (trainer.epochs={epochs})" if key == "epoch" else ""
+            raise ResumeError(f"{path}: {key}={value!r} {why}{given}; the state is damaged or was edited, {hint}")
 
 
 def rng_state() -> dict:

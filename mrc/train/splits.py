@@ -86,13 +86,19 @@ def materialise(name: str, spec: dict, root: Path, run_dir: Path,
     for i, b in enumerate(builders):  # a list of builders is applied in order, e.g. subset then rewrite
         built, c = instantiate(OmegaConf.create(b))(built)
         counts = c if len(builders) == 1 else {**counts, f"step{i}": c}
+    out = write_built(run_dir, name, built)
+    log.info("data split %s: built from %s -> %s %s", name, src, out, counts)
+    return out, counts
+
+
+def write_built(run_dir: Path, name: str, squad: dict) -> Path:
+    """Write a built split to ``<run dir>/splits/<name>.json`` and return the path."""
     out = run_dir / "splits" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # atomic: DDP ranks may build the same file
-    tmp.write_text(json.dumps(built, ensure_ascii=False), encoding="utf-8")
+    tmp.write_text(json.dumps(squad, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, out)
-    log.info("data split %s: built from %s -> %s %s", name, src, out, counts)
-    return out, counts
+    return out
 
 
 def robustness_metrics(name: str, spec: dict, path: Path, predictions: dict[str, dict[str, str]],
