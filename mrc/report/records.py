@@ -68,6 +68,8 @@ def checked_score(value, name: str, where: str) -> float:
     """``value`` as a float in [0, 1] (per-question scores are fractions; the summaries are x100), else
     ValueError naming ``where`` and the value: one NaN once made two identical runs "significantly" different."""
     shown = value if isinstance(value, str) and value.strip() else repr(value)
+    if isinstance(value, bool):  # float(True) is 1.0: a JSON true is no score
+        raise ValueError(f"{where}: {name} {shown} is not a number")
     try:
         number = float(value)
     except (TypeError, ValueError):
