@@ -1,6 +1,7 @@
 """Tiny end-to-end runs: every head through the whole pipeline, the CLIs, and the real data when present."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -153,39 +154,59 @@ def test_fractional_epochs_evaluated_only_at_the_end(tmp_path, caplog, monkeypat
 
 
 @pytest.mark.parametrize("mode,units,speedup,expected", [
-    ("auto", False, 3.0, None),       # no native units: fp32, whatever a product measures
-    ("auto", True, 0.6, None),        # units, but bf16 measured slower (an Intel Xeon without AMX): fp32
-    ("auto", True, 2.3, "bf16"),      # units and measured faster (the AMD EPYC's 2.3x): bf16
-    ("false", True, 2.3, None), ("true", False, 0.6, "bf16"), (True, True, 0.6, "bf16"), (False, True, 3.0, None),
+    ("auto", False, 3.0, "fp32"),     # no native units: fp32, whatever a product measures
+    ("auto", True, 0.6, "fp32"),      # units, but bf16 measured slower: fp32
+    ("auto", True, 1.7, "bf16-matmul"),
+    ("false", True, 2.3, "fp32"), ("true", False, 0.6, "bf16-matmul"), (True, True, 0.6, "bf16-matmul"),
+    (False, True, 3.0, "fp32"),
 ])
 def test_cpu_bf16_auto_uses_bf16_where_native_and_faster(monkeypatch, caplog, mode, units, speedup, expected):
     import torch
     from omegaconf import OmegaConf
-    from mrc.train.pipeline import autocast_dtype
+    from mrc.train.pipeline import choose_precision
     monkeypatch.setattr("mrc.train.pipeline.cpu_has_bf16", lambda: units)
-    monkeypatch.setattr("mrc.train.pipeline.bf16_matmul_speedup", lambda: speedup)
+    monkeypatch.setattr("mrc.train.pipeline.bf16_matmul_speedup", lambda via: speedup)
     caplog.set_level("INFO")
-    dtype = autocast_dtype(OmegaConf.create({"bf16": True, "cpu_bf16": mode}), "cpu")
-    assert dtype == (torch.bfloat16 if expected else None)
-    assert f"precision {'bf16 autocast' if expected else 'fp32'} on the CPU" in caplog.text
+    assert choose_precision(OmegaConf.create({"bf16": True, "cpu_bf16": mode}), "cpu") == (expected, None)
+    assert f"precision {'bf16 via matmul' if expected != 'fp32' else 'fp32'} on the CPU" in caplog.text
+    autocast = OmegaConf.create({"bf16": True, "cpu_bf16": "true", "cpu_bf16_via": "autocast"})
+    assert choose_precision(autocast, "cpu") == ("bf16-autocast", torch.bfloat16)
+    assert choose_precision(autocast, "cuda") == ("bf16", torch.bfloat16)
+    assert choose_precision(OmegaConf.create({"bf16": False, "cpu_bf16": True}), "cuda:1") == ("fp32", None)
 
 
-def test_cpu_bf16_value_is_checked():
+@pytest.mark.parametrize("trainer,message", [
+    ({"cpu_bf16": "sometimes"}, "trainer.cpu_bf16='sometimes': must be auto, true or false"),
+    ({"cpu_bf16": "true", "cpu_bf16_via": "amx"}, "trainer.cpu_bf16_via='amx': must be one of matmul, autocast"),
+])
+def test_cpu_bf16_values_are_checked(trainer, message):
     from omegaconf import OmegaConf
     from mrc.train.inputs import ConfigError
-    from mrc.train.pipeline import autocast_dtype
-    with pytest.raises(ConfigError, match="trainer.cpu_bf16='sometimes': must be auto, true or false"):
-        autocast_dtype(OmegaConf.create({"bf16": True, "cpu_bf16": "sometimes"}), "cpu")
+    from mrc.train.pipeline import choose_precision
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        choose_precision(OmegaConf.create({"bf16": True, **trainer}), "cpu")
+
+
+def test_bf16_matmuls_train_in_fp32_tensors_and_are_switched_off_after_the_run(tmp_path, monkeypatch):
+    import torch
+    from mrc.model.span_model import SpanModel
+    seen, forward = [], SpanModel.forward
+
+    def spy(self, *args, **kwargs):
+        seen.append((torch.backends.mkldnn.matmul.fp32_precision, torch.is_autocast_enabled("cpu")))
+        return forward(self, *args, **kwargs)
+    monkeypatch.setattr(SpanModel, "forward", spy)
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    run(compose_cfg(DEMO + ["head=softmax", "trainer.cpu_bf16=true"], tmp_path), tmp_path)
+    assert set(seen) == {("bf16", False)}  # training and evaluation: bf16 products, no autocast
+    assert torch.backends.mkldnn.matmul.fp32_precision == before  # restored for whatever runs next
+    assert json.loads((tmp_path / "metrics.json").read_text())["train"]["precision"] == "bf16-matmul"
 
 
 def test_cpu_bf16_trains_and_evaluates_under_autocast(tmp_path, caplog, monkeypatch):
     import torch
     from omegaconf import OmegaConf
     from mrc.model.span_model import SpanModel
-    from mrc.train.pipeline import autocast_dtype
-    off = OmegaConf.create({"bf16": True, "cpu_bf16": False})
-    assert autocast_dtype(off, "cpu") is None and autocast_dtype(off, "cuda") == torch.bfloat16
-    assert autocast_dtype(OmegaConf.create({"bf16": False, "cpu_bf16": True}), "cuda:1") is None
     monkeypatch.setattr("mrc.train.pipeline.cpu_has_bf16", lambda: False)  # the warning, on any CPU
     seen, forward = [], SpanModel.forward
 
@@ -196,12 +217,13 @@ def test_cpu_bf16_trains_and_evaluates_under_autocast(tmp_path, caplog, monkeypa
         return scores  # the head's scores stay fp32 under bf16 autocast
     monkeypatch.setattr(SpanModel, "forward", spy)
     caplog.set_level("INFO")
-    f1 = run(compose_cfg(DEMO + ["head=globalpointer", "trainer.cpu_bf16=true"], tmp_path), tmp_path)
-    assert "bf16 autocast on the CPU" in caplog.text and "no AVX512-BF16 / AMX units" in caplog.text
+    f1 = run(compose_cfg(DEMO + ["head=globalpointer", "trainer.cpu_bf16=true", "trainer.cpu_bf16_via=autocast"],
+                         tmp_path), tmp_path)
+    assert "bf16 via autocast on the CPU" in caplog.text and "no AVX512-BF16 / AMX units" in caplog.text
     assert {training for training, _, _ in seen} == {True, False}  # training batches and evaluation batches
     assert all(on and dtype == torch.bfloat16 for _, on, dtype in seen)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["splits"]["in_domain"]["F1"] == f1 and metrics["train"]["precision"] == "bf16"
+    assert metrics["splits"]["in_domain"]["F1"] == f1 and metrics["train"]["precision"] == "bf16-autocast"
     from safetensors import safe_open
     files = sorted((tmp_path / "checkpoint").rglob("*.safetensors"))
     assert len(files) == 2  # the encoder's and the span model's

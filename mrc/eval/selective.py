@@ -54,9 +54,10 @@ def _arrays(split, result: Mapping, conf: Mapping[str, float]) -> tuple[np.ndarr
             np.array([not g.is_impossible for g in gold]))
 
 
-def add_confidences(results: dict, splits: Mapping) -> None:
+def add_confidences(results: dict, splits: Mapping) -> dict:
     """Fit the calibrators on the calibration split (when scored), then add ``confidence`` (per method) to
-    every split's result and ``abstention`` (per method) to its summary."""
+    every split's result and ``abstention`` (per method) to its summary; returns the calibrators as plain data
+    (``{method: to_dict()}``, {} without a calibration split) for the checkpoint."""
     fitted = fit_calibrators(results[CALIBRATION], splits[CALIBRATION]) if CALIBRATION in results else {}
     for name, r in results.items():
         r["confidence"] = confidences(r, splits[name], fitted)
@@ -66,6 +67,7 @@ def add_confidences(results: dict, splits: Mapping) -> None:
             r["summary"]["abstention"]["temperature"]["T"] = fitted["temperature"].temperature
         if name == CALIBRATION:
             r["summary"]["abstention"]["in_sample"] = True  # the calibrators were fitted here
+    return {method: calibrator.to_dict() for method, calibrator in fitted.items()}
 
 
 def pool_summary(results: Mapping, splits: Mapping, pool: Sequence[str], seed: int = 0) -> dict | None:
@@ -86,3 +88,14 @@ def pool_summary(results: Mapping, splits: Mapping, pool: Sequence[str], seed: i
             test = paired_bootstrap(aurc, (conf, f1), (raw, f1), n=1000, seed=seed)
             out[method]["aurc_vs_raw"] = {k: round(v, 5) if isinstance(v, float) else v for k, v in test.items()}
     return out
+
+
+def calibrators_from(data: Mapping | None) -> dict:
+    """Calibrators rebuilt from a checkpoint's ``calibration.json`` data (each part checked; {} for None)."""
+    kinds = {"temperature": TemperatureScaler, "features": FeatureCalibrator}
+    if not data:
+        return {}
+    unknown = sorted(set(data) - set(kinds))
+    if unknown:
+        raise ValueError(f"unknown calibrators {unknown}; known: {sorted(kinds)}")
+    return {method: kinds[method].from_dict(part) for method, part in data.items()}

@@ -19,6 +19,7 @@ exactly the model's span state, and no loaded weight may be NaN or infinite.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import math
 from pathlib import Path
@@ -36,6 +37,9 @@ from mrc.model.manifest import ManifestError, verify_manifest, write_manifest
 from mrc.model.necks import NECKS
 from mrc.model.plain_yaml import PlainYamlError, load_plain
 from mrc.model.span_model import SpanModel, max_positions
+
+CALIBRATION_FILE = "calibration.json"  # the confidence calibrators, fitted on the calibration split (plain JSON)
+_MAX_CALIBRATION_BYTES = 1 << 20
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +62,11 @@ class CheckpointError(ValueError):
     user_facing = True
 
 
-def save(path: str | Path, model: SpanModel, tokenizer, cfg: DictConfig, null_threshold="config") -> Path:
+def save(path: str | Path, model: SpanModel, tokenizer, cfg: DictConfig, null_threshold="config",
+         calibration: dict | None = None) -> Path:
     """Write the model, tokenizer and the config needed to rebuild the head and windows, atomically
-    (``null_threshold``: the value to store when it was tuned during the run)."""
+    (``null_threshold``: the value to store when it was tuned during the run; ``calibration``: the confidence
+    calibrators fitted on the calibration split, as plain data, written to ``calibration.json``)."""
     path = Path(path)
     keep = {"head": OmegaConf.to_container(cfg.head, resolve=True),
             "neck": OmegaConf.to_container(cfg.neck, resolve=True) if cfg.get("neck") else {"name": "none"},
@@ -78,6 +84,8 @@ def save(path: str | Path, model: SpanModel, tokenizer, cfg: DictConfig, null_th
             save_file({k: v.detach().contiguous().cpu() for k, v in model.span_state().items()},
                       str(tmp / "span.safetensors"))
             OmegaConf.save(OmegaConf.create(keep), tmp / "mrc.yaml")
+            if calibration:
+                (tmp / CALIBRATION_FILE).write_text(json.dumps(calibration, allow_nan=False), encoding="utf-8")
             write_manifest(tmp)
     except Exception as e:  # noqa: BLE001 - an OS error (disk full, ...) becomes one line; anything else is a bug
         reason = atomic.os_reason(e)
@@ -88,6 +96,24 @@ def save(path: str | Path, model: SpanModel, tokenizer, cfg: DictConfig, null_th
         raise CheckpointError(f"{path}: the checkpoint could not be written ({reason[0]}); the previous one, if any, "
                               f"is unchanged; {todo}") from e
     return path
+
+
+def read_calibration(path: str | Path) -> dict | None:
+    """The checkpoint's ``calibration.json`` as plain JSON data (None when it has none); its parts are checked
+    by whoever rebuilds the calibrators (:mod:`mrc.eval.calibrate`'s ``from_dict``)."""
+    file = Path(path) / CALIBRATION_FILE
+    if not file.is_file():
+        return None
+    if file.stat().st_size > _MAX_CALIBRATION_BYTES:
+        raise CheckpointError(f"{file}: over {_MAX_CALIBRATION_BYTES} bytes; a calibration file is a few numbers, "
+                              "copy the checkpoint again")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{file}: not JSON ({str(e)[:120]}); copy the checkpoint again") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{file}: not a JSON object; copy the checkpoint again")
+    return data
 
 
 def _missing(path: Path) -> CheckpointError:

@@ -2,8 +2,10 @@
 and benchmark, since rates from different hosts are not comparable and bf16 only pays off with native units."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
+from collections.abc import Iterator
 
 # Flags (as /proc/cpuinfo spells them) of the instructions that multiply bf16 natively: AVX512-BF16
 # (Cooper Lake, Sapphire Rapids, AMD Zen 4) and AMX (Sapphire Rapids on). Without either, oneDNN still
@@ -43,28 +45,56 @@ def bf16_units() -> list[str]:
     return [f for f in BF16_FLAGS if f in flags]
 
 
-# auto turns bf16 on only where a bf16 matrix product measured at least this much faster than fp32: a CPU
-# can have the units and still lose (an Intel Xeon with AVX512-BF16 but no AMX ran the 1024x384 @ 384x1536
-# product of e5_small's FFN 1.3-1.6x *slower* in bf16 through oneDNN than fp32 through MKL), while an AMD
-# EPYC with AVX512-BF16 ran it 2.3x faster. The margin keeps timing noise from flipping the choice.
+# Two ways to run bf16 on the CPU (``trainer.cpu_bf16_via``):
+# - matmul: tensors stay fp32 and oneDNN computes fp32 matrix products with bf16 inputs and fp32 accumulation
+#   (its bf16 "math mode", torch.backends.mkldnn.matmul.fp32_precision = "bf16"): no cast ops anywhere.
+# - autocast: torch.autocast casts the encoder's activations and weights to bf16 around every product.
+# On the project's Intel Xeon (AVX512-BF16, no AMX) an e5_small training step ran 1.24x faster via matmul and
+# 0.74x (slower) via autocast; the 1024x384 @ 384x1536 product alone 1.73x and 0.55x (experiments/perf).
+VIAS = ("matmul", "autocast")
+# auto turns bf16 on only where the chosen way measured at least this much faster than fp32 on one product of
+# e5_small's FFN shape: a CPU can have the units and still lose, and the margin keeps noise from flipping it.
 BF16_MIN_SPEEDUP = 1.2
 
 
-@functools.lru_cache(maxsize=1)
-def bf16_matmul_speedup(m: int = 1024, k: int = 384, n: int = 1536, repeats: int = 5) -> float:
-    """fp32 time / bf16 time of an (m, k) @ (k, n) product on this CPU (the best of ``repeats`` interleaved
-    pairs; about 0.2 s once per process)."""
+@contextlib.contextmanager
+def matmul_precision_scope() -> Iterator[None]:
+    """Restore oneDNN's fp32 matrix-product precision on exit (a run may switch it to bf16)."""
+    import torch
+
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = before
+
+
+def set_bf16_matmuls(enabled: bool) -> None:
+    """fp32 matrix products with bf16 inputs and fp32 accumulation (oneDNN's bf16 math mode) on or off."""
+    import torch
+
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16" if enabled else "ieee"
+
+
+@functools.lru_cache(maxsize=4)
+def bf16_matmul_speedup(via: str = "matmul", m: int = 1024, k: int = 384, n: int = 1536, repeats: int = 10) -> float:
+    """fp32 time / bf16 time of an (m, k) x (k, n) linear layer on this CPU, bf16 run ``via`` oneDNN's math mode
+    or bf16 tensors (the best of ``repeats`` interleaved pairs; about 0.2 s once per process)."""
     import time
 
     import torch
+    from torch.nn.functional import linear
 
-    a, w = torch.randn(m, k), torch.randn(k, n)
+    a, w = torch.randn(m, k), torch.randn(n, k)
     ab, wb = a.bfloat16(), w.bfloat16()
     best = {"fp32": float("inf"), "bf16": float("inf")}
-    for i in range(repeats + 1):
-        for name, (x, y) in (("fp32", (a, w)), ("bf16", (ab, wb))):
-            t0 = time.perf_counter()
-            x @ y
-            if i:  # the first pair warms the kernels up
-                best[name] = min(best[name], time.perf_counter() - t0)
+    with matmul_precision_scope():
+        for i in range(repeats + 1):
+            for name in ("fp32", "bf16"):
+                set_bf16_matmuls(name == "bf16" and via == "matmul")
+                x, y = (ab, wb) if name == "bf16" and via == "autocast" else (a, w)
+                t0 = time.perf_counter()
+                linear(x, y)
+                if i:  # the first pair warms the kernels up
+                    best[name] = min(best[name], time.perf_counter() - t0)
     return best["fp32"] / best["bf16"]

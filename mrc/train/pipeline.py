@@ -26,7 +26,8 @@ from mrc.eval.selective import METHODS, add_confidences, pool_summary
 from mrc.train.inputs import ConfigError, check_overlap, load_data  # noqa: F401 (load_data: also for lexical)
 from mrc.train.splits import Split, robustness_metrics
 from mrc.model.finetune import count_parameters
-from mrc.model.cpu import BF16_MIN_SPEEDUP, bf16_matmul_speedup, bf16_units, cpu_name
+from mrc.model.cpu import (BF16_MIN_SPEEDUP, VIAS, bf16_matmul_speedup, bf16_units, cpu_name, matmul_precision_scope,
+                           set_bf16_matmuls)
 from mrc.model.quantize import cpu_has_bf16
 from mrc.model.span_model import SpanModel, max_positions
 from mrc.train.cpu_memory import retain_freed_memory
@@ -137,7 +138,7 @@ def run(cfg: DictConfig, run_dir: str | Path, record: dict | None = None) -> flo
     run_dir = Path(run_dir)
     d, device = distributed.setup(pick_device(cfg.trainer.device))
     try:
-        with run_lock(run_dir, enabled=d.is_main):  # one run per run dir; rank 0 holds it for the job
+        with run_lock(run_dir, enabled=d.is_main), matmul_precision_scope():  # one run per run dir (rank 0 holds it)
             return _run(cfg, run_dir, d, device, record)
     finally:
         distributed.teardown(d)
@@ -166,27 +167,31 @@ def cpu_bf16_mode(value) -> str:
     return mode
 
 
-def autocast_dtype(trainer: DictConfig, device: str):
-    """bf16 for training and evaluation under autocast (``trainer.bf16`` on CUDA, ``trainer.cpu_bf16`` on
-    the CPU: auto = where the CPU has native bf16 units and a bf16 matrix product measures at least
-    ``BF16_MIN_SPEEDUP`` times faster than fp32), else None (fp32). Master weights, optimizer state,
-    the heads' scores and losses and decoding stay fp32 either way (:class:`SpanModel` runs the head in fp32)."""
+def choose_precision(trainer: DictConfig, device: str) -> tuple[str, torch.dtype | None]:
+    """The run's precision name (``fp32``, ``bf16-matmul``, ``bf16-autocast``, ``bf16`` on CUDA) and the autocast
+    dtype it needs (None: no autocast). On CUDA ``trainer.bf16`` decides; on the CPU ``trainer.cpu_bf16``, where
+    auto = bf16 where the CPU has native bf16 units and one product of e5_small's FFN shape, run the way
+    ``trainer.cpu_bf16_via`` says, measures at least ``BF16_MIN_SPEEDUP`` times the fp32 speed. Master weights,
+    optimizer state, the heads' scores and losses and decoding stay fp32 either way."""
     if str(device).startswith("cuda"):
-        return torch.bfloat16 if trainer.bf16 else None
+        return ("bf16", torch.bfloat16) if trainer.bf16 else ("fp32", None)
     mode, native = cpu_bf16_mode(trainer.get("cpu_bf16", "auto")), cpu_has_bf16()
+    via = str(trainer.get("cpu_bf16_via", "matmul"))
+    if via not in VIAS:
+        raise ConfigError(f"trainer.cpu_bf16_via={via!r}: must be one of {', '.join(VIAS)}")
     units = ", ".join(bf16_units()) or "no AVX512-BF16 / AMX units"
     if mode == "auto" and native:
-        speedup = bf16_matmul_speedup()
-        units += f"; a bf16 matrix product runs {speedup:.2f}x the fp32 speed here"
+        speedup = bf16_matmul_speedup(via)
+        units += f"; a bf16 product via {via} measured {speedup:.2f}x the fp32 speed here"
         native = speedup >= BF16_MIN_SPEEDUP
     if mode == "false" or (mode == "auto" and not native):
         log.info("precision fp32 on the CPU (%s; %s; trainer.cpu_bf16=%s)", cpu_name(), units, mode)
-        return None
+        return "fp32", None
     if not native:
         log.warning("trainer.cpu_bf16=true: this CPU (%s) has no AVX512-BF16 / AMX units; bf16 runs emulated, "
                     "slower than fp32 (set trainer.cpu_bf16=auto)", cpu_name())
-    log.info("precision bf16 autocast on the CPU (%s; %s; trainer.cpu_bf16=%s)", cpu_name(), units, mode)
-    return torch.bfloat16
+    log.info("precision bf16 via %s on the CPU (%s; %s; trainer.cpu_bf16=%s)", via, cpu_name(), units, mode)
+    return f"bf16-{via}", (torch.bfloat16 if via == "autocast" else None)
 
 
 def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | None = None) -> float:
@@ -200,7 +205,8 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | No
     seed_everything(cfg.seed)
     if device == "cpu" and cfg.trainer.get("retain_freed_memory", True):
         retain_freed_memory()
-    amp = autocast_dtype(cfg.trainer, device)
+    precision, amp = choose_precision(cfg.trainer, device)
+    set_bf16_matmuls(precision == "bf16-matmul")  # restored when the run ends (run())
     with distributed.main_first(d):
         root, train, train_stats, splits = load_data(cfg, run_dir, main=d.is_main)
     texts = [e.question for e in train] + list(dict.fromkeys(e.context for e in train))
@@ -213,7 +219,7 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | No
     instantiate(cfg.finetune).apply(model)  # freeze / adapters / LoRA
     model = model.to(device)
     attach_teacher(cfg.get("distill"), model, enc.tokenizer, cfg.data.max_len, device)  # distill.teacher
-    params = {**count_parameters(model), "precision": "bf16" if amp is not None else "fp32",
+    params = {**count_parameters(model), "precision": precision,
               "cpu": cpu_name() if device == "cpu" else torch.cuda.get_device_name(device)}
     log.info("parameters: %d trainable of %d (finetune=%s)", params["trainable"], params["total"],
              cfg.finetune._target_.rsplit(".", 1)[-1])
@@ -286,7 +292,7 @@ def _evaluate_epoch(cfg, run_dir, model, tokenizer, splits, device, amp, logger,
     gathering of per-window arrays; evaluation is a small share of a DDP run's time. The broadcast
     F1 makes the best-epoch decision the same on every rank.
     """
-    pad_id, results, f1 = tokenizer.pad_token_id, None, None
+    pad_id, results, f1, calibration = tokenizer.pad_token_id, None, None, None
     if d.is_main:
         results = {n: evaluate_split(model, s, cfg, device, pad_id, amp) for n, s in splits.items()}
         if cfg.decode.null_threshold == "tune":
@@ -295,7 +301,7 @@ def _evaluate_epoch(cfg, run_dir, model, tokenizer, splits, device, amp, logger,
         per_q = {n: r["per_question"] for n, r in results.items()}
         for n, s in splits.items():
             results[n]["summary"].update(robustness_metrics(n, s.spec, s.path, preds, per_q, s.gold))
-        add_confidences(results, splits)  # calibrators fitted on the calibration split only
+        calibration = add_confidences(results, splits)  # calibrators fitted on the calibration split only
         run_state.eval_seconds += sum(r["summary"]["seconds"] for r in results.values())
         f1 = results[cfg.data.in_domain]["summary"]["F1"]
         row = {"epoch": epoch, "loss": round(ep["loss"], 5),
@@ -311,7 +317,8 @@ def _evaluate_epoch(cfg, run_dir, model, tokenizer, splits, device, amp, logger,
         run_state.best_f1, run_state.best_epoch, run_state.best_results = f1, epoch, results
         if d.is_main and cfg.trainer.save_checkpoint:
             tuned = results[cfg.data.in_domain]["summary"].get("null_threshold", "config")
-            checkpoint.save(run_dir / "checkpoint", model, tokenizer, cfg, null_threshold=tuned)
+            checkpoint.save(run_dir / "checkpoint", model, tokenizer, cfg, null_threshold=tuned,
+                            calibration=calibration)
 
 
 def _report(cfg, run_dir, train, train_windows, splits, device, logger, data_info, job, run_state: RunProgress,

@@ -56,7 +56,9 @@ ADDED_KEYS = {"optim.fused": False, "trainer.eval_each_epoch": True, "data.eval_
               # abstention: no calibration slice and no unanswerable training questions before they existed
               "data.calibration_share": 0.0, "data.negatives.share": 0.0,
               "data.negatives.kinds": ["other_paragraph", "answer_removed"], "data.negatives.seed": 0,
-              "data.negatives.calibration": True}
+              "data.negatives.calibration": True,
+              # trainer.cpu_bf16=true meant bf16 autocast before oneDNN's bf16 matrix products were an option
+              "trainer.cpu_bf16_via": "autocast"}
 # Keys added later whose value in an older state is that of another key of the same state
 ADDED_FROM = {"head.span_max_len": "decode.max_answer_len"}
 
