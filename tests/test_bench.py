@@ -94,3 +94,15 @@ def test_bench_runs_end_to_end(tmp_path):
     # our softmax weights give the same answers through the peer's evaluation path
     ours = result["ours"]["softmax"]["eval"]
     assert abs(result["peer"]["ours_softmax_weights_via_peer"]["F1"] - ours["F1"]) <= 10.0
+
+
+def test_bench_precision_axis_switches_bf16_products_for_both_sides_and_restores(tmp_path, monkeypatch):
+    import torch
+    write_demo(tmp_path, n_train=6, n_dev=20, n_generalization=1, n_checklist=1)
+    seen = []
+    monkeypatch.setattr("mrc.bench.ours._bench",
+                        lambda args: seen.append(torch.backends.mkldnn.matmul.fp32_precision) or 0)
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    assert bench.main(["--data", str(tmp_path / "demo" / "dev.json"), "--precision", "bf16-matmul"]) == 0
+    assert bench.main(["--data", str(tmp_path / "demo" / "dev.json")]) == 0
+    assert seen == ["bf16", "ieee"] and torch.backends.mkldnn.matmul.fp32_precision == before

@@ -37,7 +37,7 @@ from heads.base import top_spans
 
 from mrc.bench import peer as bench_peer
 from mrc.bench.measure import PeakRSS, best_of
-from mrc.model.cpu import cpu_name
+from mrc.model.cpu import bf16_units, cpu_name, matmul_precision_scope, set_bf16_matmuls
 from mrc.bench.summary import ratios, table
 from mrc.data.batching import batches, collate
 from mrc.data.squad import load_squad
@@ -205,6 +205,10 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3, help="timed repeats of each evaluation; the fastest is kept")
     ap.add_argument("--train-repeat", type=int, default=2, help="timed repeats of each training run")
+    ap.add_argument("--precision", choices=("fp32", "bf16-matmul"), default="fp32",
+                    help="bf16-matmul: every fp32 matrix product of both sides (ours and the peer) runs with bf16 inputs "
+                         "and fp32 accumulation (oneDNN's bf16 math mode, = trainer.cpu_bf16_via=matmul); run the "
+                         "bench once per precision on the same machine to compare the ratios")
     ap.add_argument("--null-window-keep", type=float, default=0.2,
                     help="extra softmax row trained with this share of no-answer windows (trainer.null_window_keep)")
     return ap.parse_args(argv)
@@ -222,6 +226,12 @@ def load_encoder(args, data: Path):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    with matmul_precision_scope():
+        set_bf16_matmuls(args.precision == "bf16-matmul")
+        return _bench(args)
+
+
+def _bench(args) -> int:
     data = Path(args.data)
     if not data.is_file():
         raise SystemExit(f"mrc.bench: --data {data} not found")
@@ -233,7 +243,7 @@ def main(argv=None) -> int:
     train = [e for e in train_all if e.id not in eval_ids][:args.n_train]
     gold = [g for g in load_references(data) if g.id in eval_ids]
     result = {"config": {**vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                         "cpu": cpu_name(), "cores": os.cpu_count(), "n_train": len(train),
+                         "cpu": cpu_name(), "bf16_units": bf16_units(), "cores": os.cpu_count(), "n_train": len(train),
                          "n_eval": len(examples)}, "ours": {}}
     windows, _ = build_windows(examples, enc.tokenizer, training=False, **geometry(args))
     batches_ = collated(windows, enc.tokenizer, args)
