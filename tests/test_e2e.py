@@ -205,7 +205,6 @@ def test_bf16_matmuls_train_in_fp32_tensors_and_are_switched_off_after_the_run(t
 
 def test_cpu_bf16_trains_and_evaluates_under_autocast(tmp_path, caplog, monkeypatch):
     import torch
-    from omegaconf import OmegaConf
     from mrc.model.span_model import SpanModel
     monkeypatch.setattr("mrc.train.pipeline.cpu_has_bf16", lambda: False)  # the warning, on any CPU
     seen, forward = [], SpanModel.forward

@@ -111,7 +111,7 @@ def test_label_is_cls_when_answer_outside_or_split(tokenizer):
     ex = Example("a", "哪里？", context, ["北京大学"], [30])
     windows, _ = build_windows([ex], tokenizer, max_len=20, max_query_len=4, doc_stride=2, training=True)
     labels = [w.labels[0] for w in windows]
-    inside = [l for l in labels if l != (0, 0)]
+    inside = [label for label in labels if label != (0, 0)]
     assert inside and len(inside) < len(labels)
     for w in windows:
         ctx = w.offsets[w.span_mask][1:]

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from mrc.data.squad import DataError, load_squad
 from tests.conftest import ROOT
 from tests.test_e2e import DEMO, compose_cfg
-from tests.test_hardening_data import CTX, qa, squad, write  # the shared hand-made SQuAD records
+from tests.test_hardening_data import qa, squad, write  # the shared hand-made SQuAD records
 
 
 # ---------------------------------------------------------------- 2. a refused resume keeps the record

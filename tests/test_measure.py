@@ -20,7 +20,8 @@ def test_measure_fp32_int8_bf16_onnx(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "experiments/inference/measure.py", str(ckpt), "--input", str(dev),
                            "--threads", "1", "--runs", "1", "--repeats", "20", "--limit", "3", "--onnx", str(onnx),
-                           "--variants", "fp32,int8,bf16,onnx", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                           "--variants", "fp32,int8,bf16,onnx", "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     rows = {r["variant"]: r for r in results["variants"]}

@@ -86,7 +86,8 @@ def test_a_checkpoint_with_a_neck_loads_and_scores_the_same(tmp_path, neck_name,
         for p in model.neck.parameters():  # not the initial values: the loaded weights must be these
             p.add_(0.1 * torch.randn_like(p))
     neck_cfg = {"_target_": f"mrc.model.necks.{type(model.neck).__name__}", **NECK_ARGS[neck_name]}
-    head_cfg = {"_target_": f"heads.{'softmax.SoftmaxHead' if head_name == 'softmax' else 'globalpointer.' + type(model.head).__name__}",
+    head_class = "softmax.SoftmaxHead" if head_name == "softmax" else "globalpointer." + type(model.head).__name__
+    head_cfg = {"_target_": f"heads.{head_class}",
                 **({} if head_name == "softmax" else {"head_size": 8})}
     path = _save(model, enc, tmp_path, neck_cfg, head_cfg)
     loaded, tokenizer, _ = checkpoint.load(path)

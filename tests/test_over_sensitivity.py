@@ -57,7 +57,8 @@ def test_typo_changes_one_char_or_swaps_an_adjacent_pair_outside_the_question_wo
 
 
 def test_punctuation_only_touches_punctuation_and_spacing():
-    strip = lambda s: re.sub(r"[\s?？]", "", s)
+    def strip(s):
+        return re.sub(r"[\s?？]", "", s)
     for q in ("上海在哪里？", "上海在哪里?", "上海在哪里"):
         for s in range(30):
             new = only("punctuation", q, s)

@@ -82,7 +82,8 @@ def test_default_rules_are_meaning_level_and_noise_is_separate():
         {"id": f"q{i}", "question": q, "answers": [{"text": "北京", "answer_start": 0}]} for i, q in enumerate(qs)]}]}]}
     built, counts = build_over_sensitivity(src, seed=0)
     assert set(counts["by_rule"]) == {"synonym", "template"} and counts["unchanged"] >= 1
-    strip = lambda s: re.sub(r"[\s?？]", "", s)
+    def strip(s):
+        return re.sub(r"[\s?？]", "", s)
     noisy, ncounts = build_over_sensitivity_noise(src, seed=0)
     assert ncounts["by_rule"] == {"noise": len(qs)} and ncounts["unchanged"] == 0
     for qa in noisy["data"][0]["paragraphs"][0]["qas"]:  # one typo (same length) or punctuation/spacing only

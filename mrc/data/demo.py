@@ -25,7 +25,6 @@ import json
 import os
 import random
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -5,7 +5,8 @@ Loading never runs code named in the checkpoint (HuggingFace's rule: no code unl
 it with ``trust_remote_code``, which we never pass). Weights load without pickle (safetensors); the
 config is plain YAML read as data: the head and the neck are built directly from the allow-lists
 :data:`heads.HEADS` and :data:`mrc.model.necks.NECKS` (by option name, or by one of those classes'
-``_target_`` paths) with scalar keyword arguments only, never through Hydra ``instantiate``. Anything else in ``mrc.yaml`` is refused with a
+``_target_`` paths) with scalar keyword arguments only, never through Hydra ``instantiate``. Anything else in
+``mrc.yaml`` is refused with a
 :class:`CheckpointError` naming the file and the key, and so is a number outside its range
 (:data:`mrc.model.limits.RANGES`). ``mrc.yaml`` is read as plain data (:mod:`mrc.model.plain_yaml`: no
 ``${...}`` interpolation, no aliases, size-capped), never through OmegaConf resolution.

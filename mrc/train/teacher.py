@@ -44,7 +44,8 @@ def attach_teacher(distill, model, tokenizer, max_len: int, device: str) -> None
     """Set ``model.distiller`` from the ``distill`` options when ``distill.teacher`` names a checkpoint dir.
 
     The teacher scores the student's own windows, so it must use the same tokenizer (the same vocabulary,
-    token for token, the same special tokens, and the same cuts of a few probe texts); a teacher whose position table is shorter than ``max_len`` is refused too.
+    token for token, the same special tokens, and the same cuts of a few probe texts); a teacher whose position
+    table is shorter than ``max_len`` is refused too.
     """
     if not distill or not distill.get("teacher"):
         return
