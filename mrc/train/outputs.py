@@ -41,7 +41,8 @@ def error_rows(split: Split, predictions: dict, per_question: dict) -> list[dict
 
 
 def write_outputs(run_dir: Path, results: dict, metrics: dict, cfg, logger, splits: dict) -> None:
-    """Per split: ``errors/``, ``predictions/`` (+ n-best), ``scores/``; then ``metrics.json`` and the logger summary."""
+    """Per split: ``errors/``, ``predictions/`` (+ n-best), ``scores/``, ``confidence/``; then ``metrics.json`` and the
+    logger summary."""
     pred_files = []
     for name, r in results.items():
         rows = error_rows(splits[name], r["predictions"], r["per_question"])
@@ -50,6 +51,8 @@ def write_outputs(run_dir: Path, results: dict, metrics: dict, cfg, logger, spli
             "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
         write_json(run_dir / "predictions" / f"{name}.json", r["predictions"])
         write_json(run_dir / "scores" / f"{name}.json", r["per_question"])
+        if r.get("confidence"):  # per method, each question's confidence in its returned answer
+            write_json(run_dir / "confidence" / f"{name}.json", r["confidence"])
         pred_files.append(run_dir / "predictions" / f"{name}.json")
         if cfg.decode.save_nbest:
             write_json(run_dir / "predictions" / f"{name}.nbest.json", r["nbest"])
