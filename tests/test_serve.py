@@ -69,6 +69,7 @@ def test_one_question_info_page_and_schema(loaded):
     assert one.status_code == 200 and len(one.json()["answers"]) == 1
     info = c.get("/api/info").json()
     assert info["head"] == "SoftmaxHead" and info["backend"] == "fp32" and info["max_len"] == 64
+    assert info["confidence"] == "raw" and info["min_confidence"] == 0  # no calibrators given: raw, never abstains
     page = c.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'none'" in page.headers["content-security-policy"]
@@ -77,7 +78,8 @@ def test_one_question_info_page_and_schema(loaded):
     assert "src=\"http" not in html and "href=\"http" not in html and "@import" not in html  # nothing from a CDN
     spec = c.get("/openapi.json").json()
     assert {"/api/predict", "/api/explain"} <= set(spec["paths"])
-    assert "context" in spec["paths"]["/api/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    body = spec["paths"]["/api/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert {"context", "min_confidence"} <= set(body["schema"]["properties"])
     assert c.get("/docs").status_code == 404  # FastAPI's docs page would load scripts from a CDN
 
 
@@ -302,7 +304,9 @@ def test_deadline_is_checked_between_window_batches(loaded, monkeypatch):
                                   ["--max-question-chars", "0"], ["--max-body-bytes", "-5"], ["--max-windows", "0"],
                                   ["--timeout", "0"], ["--timeout", "-1"], ["--timeout", "nan"],
                                   ["--max-windows", "many"], ["--allowed-hosts", "a,,b"],
-                                  ["--allowed-hosts", "evil.example:80"]], ids=" ".join)
+                                  ["--allowed-hosts", "evil.example:80"], ["--min-confidence", "1.5"],
+                                  ["--min-confidence", "-0.1"], ["--min-confidence", "nan"],
+                                  ["--min-confidence", "half"]], ids=" ".join)
 def test_cli_refuses_out_of_range_options(args, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # before any model is loaded (tmp_path is no checkpoint)
         serve_main([str(tmp_path), *args])
@@ -316,3 +320,4 @@ def test_cli_help_documents_the_work_limits(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "--max-windows" in out and "default 128" in out and "--timeout" in out and "(default 30)" in out
     assert "--allowed-hosts" in out
+    assert "--min-confidence" in out and "features > temperature > raw" in out and "default 0: off" in out

@@ -1,9 +1,14 @@
 """Predict with a saved checkpoint.
 
-    python -m mrc.predict CHECKPOINT_DIR INPUT.json OUT.json [--nbest NBEST.json]
+    python -m mrc.predict CHECKPOINT_DIR INPUT.json OUT.json [--nbest NBEST.json] [--min-confidence X]
     python -m mrc.predict CHECKPOINT_DIR --question 问题 --context 上下文
 
-INPUT.json is SQuAD format (answers not needed); OUT.json is the submission format ``{id: answer}``.
+INPUT.json is SQuAD format (answers not needed); OUT.json is the submission format ``{id: answer}`` (what the
+official scorers read, unchanged). Beside it, OUT.confidence.json (``--confidence FILE`` elsewhere) gives per id
+``{"answer", "confidence", "method", "abstained"}``: the probability that the returned answer is right, by the
+best method the checkpoint has (``features`` > ``temperature`` > ``raw``, :mod:`mrc.eval.confidence`).
+``--min-confidence X`` answers "" where the confidence is below X (the withheld answer is in the confidence
+file as ``withheld``). The n-best file gives each candidate's ``probability`` and the ``null_probability``.
 ``--quantize int8`` (int8 encoder on CPU), ``--quantize bf16`` (the encoder in bf16 on CPUs with AMX /
 AVX512-BF16) or ``--onnx FILE`` (a graph from ``python -m mrc.export``, run by
 ONNX Runtime) make CPU inference faster.
@@ -23,6 +28,7 @@ from mrc.model.quantize import (QUANTIZE, FastModelError, OnnxSpanModel, autocas
                                 tokenizer_and_config)
 from mrc.data.squad import DataError, Example, load_squad
 from mrc.data.features import build_windows
+from mrc.eval.confidence import AnswerConfidence, check_min_confidence, load_confidence, withhold
 from mrc.eval.inference import postprocess, score_windows
 
 
@@ -70,6 +76,45 @@ def predict(model, tokenizer, cfg, examples: list[Example], *, batch_size: int =
     return postprocess(examples, windows, *arrays, n_best=n_best, null_threshold=threshold)
 
 
+def predict_confident(model, tokenizer, cfg, examples: list[Example], confidence: AnswerConfidence, *,
+                      min_confidence: float = 0.0, **kwargs):
+    """(answers, n-best, confidences): :func:`predict`'s answers with those whose confidence is below
+    ``min_confidence`` withheld (""), its n-best with each candidate's ``probability`` and the
+    ``null_probability``, and per id ``{"answer", "confidence", "method", "abstained"}`` (``withheld``: the
+    answer given up)."""
+    windows = make_windows(examples, tokenizer, cfg)
+    preds, nbest = predict(model, tokenizer, cfg, examples, windows=windows, **kwargs)
+    conf = confidence.of(nbest, examples, windows, preds)
+    answers, abstained = withhold(preds, conf, min_confidence)
+    records = {}
+    for qid, answer in answers.items():
+        records[qid] = {"answer": answer, "confidence": round(conf[qid], 6), "method": confidence.method,
+                        "abstained": qid in abstained, **({"withheld": preds[qid]} if qid in abstained else {})}
+        probs, null_prob = confidence.probabilities(nbest[qid])
+        for cand, p in zip(nbest[qid]["candidates"], probs):
+            cand["probability"] = round(p, 6)
+        nbest[qid]["null_probability"] = round(null_prob, 6)
+    return answers, nbest, records
+
+
+def confidence_path(output: Path) -> Path:
+    """The default confidence file beside OUT.json: OUT.confidence.json."""
+    stem = output.stem if output.suffix == ".json" else output.name
+    return output.with_name(f"{stem}.confidence.json")
+
+
+def min_confidence_arg(text: str) -> float:
+    """argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give 0..1") from None
+    why = check_min_confidence(value)
+    if why:
+        raise argparse.ArgumentTypeError(why)
+    return value
+
+
 def debug_enabled() -> bool:
     """``MRC_DEBUG=1``: show tracebacks instead of one-line messages (as run.py does)."""
     import os
@@ -83,7 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("checkpoint", type=Path, help="directory written by a training run (<run dir>/checkpoint)")
     ap.add_argument("input", nargs="?", type=Path, help="SQuAD-format JSON to predict")
     ap.add_argument("output", nargs="?", type=Path, help="where to write {id: answer}")
-    ap.add_argument("--nbest", type=Path, help="also write n-best candidates with scores and null scores")
+    ap.add_argument("--nbest", type=Path, help="also write n-best candidates with scores, null scores and each "
+                    "candidate's probability (softmax over the candidates and the null at the checkpoint's fitted "
+                    "temperature, 1 without one)")
+    ap.add_argument("--confidence", type=Path, metavar="FILE",
+                    help="where to write {id: {answer, confidence, method, abstained}} (default: OUT.json's "
+                    "name with .confidence.json, beside it); confidence: the probability that the returned "
+                    "answer is right, method: features > temperature > raw, the best the checkpoint's "
+                    "calibration.json allows (raw: softmax over the n-best and the null, uncalibrated); "
+                    "OUT.json itself stays {id: answer} for the official scorers")
+    ap.add_argument("--min-confidence", type=min_confidence_arg, default=0.0, metavar="X",
+                    help="answer '' (abstain) where the answer's confidence is below X, 0..1 (default 0: "
+                    "always answer); the confidence file keeps the withheld answer")
     ap.add_argument("--question", help="predict one question (with --context) and print the answer")
     ap.add_argument("--context")
     ap.add_argument("--batch-size", type=int, default=64)
@@ -105,11 +161,15 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{flag} is empty: give the {'question to ask' if flag == '--question' else 'passage to read'}")
     if not single and not (args.input and args.output):
         ap.error("give INPUT.json and OUT.json, or --question and --context")
+    conf_file = None if single else (args.confidence or confidence_path(args.output))
+    if conf_file is not None and conf_file.resolve() in {p.resolve() for p in (args.output, args.nbest) if p}:
+        ap.error(f"--confidence {conf_file}: the same file as OUT.json or --nbest; give another name")
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() and not (args.quantize or args.onnx) else "cpu"
     try:
         model, tokenizer, cfg = load_for_inference(args.checkpoint, args.device, quantize=args.quantize,
                                                    onnx=args.onnx)
+        confidence = load_confidence(args.checkpoint)  # after the load: its manifest check names an edited file first
         if single:
             examples = [Example("q", args.question, args.context, [], [])]
         else:
@@ -122,14 +182,21 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
-    preds, nbest = predict(model, tokenizer, cfg, examples, batch_size=args.batch_size, device=args.device,
-                           progress=not single, null_threshold=args.null_threshold)
+    preds, nbest, records = predict_confident(
+        model, tokenizer, cfg, examples, confidence, min_confidence=args.min_confidence, batch_size=args.batch_size,
+        device=args.device, progress=not single, null_threshold=args.null_threshold)
     if single:
-        print(json.dumps({"answer": preds["q"], "candidates": nbest["q"]["candidates"][:5]}, ensure_ascii=False))
+        print(json.dumps({**records["q"], "candidates": nbest["q"]["candidates"][:5],
+                          "null_probability": nbest["q"]["null_probability"]}, ensure_ascii=False))
         return 0
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(preds, ensure_ascii=False, indent=1), encoding="utf-8")
+    conf_file.parent.mkdir(parents=True, exist_ok=True)
+    conf_file.write_text(json.dumps(records, ensure_ascii=False, indent=1), encoding="utf-8")
     if args.nbest:
         args.nbest.write_text(json.dumps(nbest, ensure_ascii=False, indent=1), encoding="utf-8")
-    print(f"wrote {len(preds)} predictions to {args.output}", file=sys.stderr)
+    withheld = sum(r["abstained"] for r in records.values())
+    gate = f"; {withheld} withheld below --min-confidence {args.min_confidence:g}" if args.min_confidence else ""
+    print(f"wrote {len(preds)} predictions to {args.output}, their confidences ({confidence.method}) to "
+          f"{conf_file}{gate}", file=sys.stderr)
     return 0

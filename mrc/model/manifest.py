@@ -19,6 +19,7 @@ MANIFEST = "manifest.json"
 FORMAT = 1
 UNPINNED = frozenset({"mrc.yaml", MANIFEST})
 LOADED_DIRS = ("encoder", "tokenizer")
+LOADED_FILE = "calibration.json"  # = checkpoint.CALIBRATION_FILE: read when present, so one added later is refused
 # weights and shard indexes: refused in a loaded folder even when hidden
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".index.json")
 _MAX_MANIFEST_BYTES = 4 << 20
@@ -88,6 +89,8 @@ def _extra_loadable(rel: str) -> bool:
     """Whether an unlisted file could change what loads: one in a folder HF reads (a stray ``.DS_Store`` is
     not read, a weights file is, hidden or not)."""
     parts = PurePosixPath(rel).parts
+    if parts == (LOADED_FILE,):
+        return True
     if len(parts) < 2 or parts[0] not in LOADED_DIRS:
         return False
     return rel.endswith(WEIGHT_SUFFIXES) or not parts[-1].startswith(".")

@@ -2,7 +2,8 @@
 
 Everything is computed by the project's prediction path: the steps of :func:`mrc.eval.predict.predict`
 (``make_windows``, ``score_windows``, ``postprocess``; scored a batch at a time here so that a request's
-deadline is checked between batches) for the answers and n-best lists, and
+deadline is checked between batches) for the answers and n-best lists, :class:`mrc.eval.confidence.AnswerConfidence`
+for each answer's confidence (as ``mrc.predict`` gives it, answers below ``min_confidence`` withheld), and
 :func:`mrc.eval.inference.window_scores` for the scores of the one window a picture shows.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from heads.base import NEG
 from mrc.data.features import window_starts
 from mrc.data.squad import Example
+from mrc.eval.confidence import AnswerConfidence, withhold
 from mrc.eval.inference import postprocess, score_windows, window_scores
 from mrc.eval.predict import make_windows
 
@@ -98,21 +100,26 @@ def describe_windows(windows) -> list[dict]:
     return out
 
 
-def _record(question: str, answer: str, entry: dict, windows) -> dict:
+def _record(question: str, answer: str, entry: dict, windows, *, confidence: float, abstained: bool,
+            probabilities: list[float]) -> dict:
     cands = [{"text": c["text"], "start": int(c["start"]), "end": int(c["end"]), "score": _num(c["score"]),
-              "window": int(c["window"])} for c in entry["candidates"]]
+              "window": int(c["window"]), "probability": round(p, 5)}
+             for c, p in zip(entry["candidates"], probabilities)]
     best = cands[0] if cands else None
     answered = answer != ""
     return {"question": question, "answer": answer,
             "start": best["start"] if answered else None, "end": best["end"] if answered else None,
             "score": best["score"] if best else None, "null_score": _num(entry["null_score"]),
-            "window": best["window"] if best else None, "nbest": cands, "windows": describe_windows(windows)}
+            "window": best["window"] if best else None, "confidence": round(confidence, 5), "abstained": abstained,
+            "nbest": cands, "windows": describe_windows(windows)}
 
 
 def _answer(model, tokenizer, cfg, context: str, questions: list[str], *, device: str, batch_size: int,
-            max_windows: int | None, deadline: float | None):
+            max_windows: int | None, deadline: float | None, confidence: AnswerConfidence | None,
+            min_confidence: float):
     """(records as :func:`answer` returns them, each question's windows): tokenized once, the windows counted
-    before the model runs (:class:`TooManyWindows`), scored as :func:`mrc.eval.predict.predict` does."""
+    before the model runs (:class:`TooManyWindows`), scored as :func:`mrc.eval.predict.predict` does, each
+    answer's confidence as :func:`mrc.eval.predict.predict_confident` gives it."""
     if max_windows is not None and (count := count_windows(tokenizer, cfg, context, questions)) > max_windows:
         raise TooManyWindows(count, max_windows)
     examples = [Example(f"q{i}", q, context, [], []) for i, q in enumerate(questions)]
@@ -122,19 +129,27 @@ def _answer(model, tokenizer, cfg, context: str, questions: list[str], *, device
                                   deadline=deadline)
     preds, nbest = postprocess(examples, windows, *arrays, n_best=cfg.decode.n_best,
                                null_threshold=cfg.decode.get("null_threshold"))
+    confidence = confidence or AnswerConfidence()
+    conf = confidence.of(nbest, examples, windows, preds)
+    given, abstained = withhold(preds, conf, min_confidence)
     per_question = [[w for w in windows if w.example_index == i] for i in range(len(examples))]
-    records = [_record(q, preds[ex.id], nbest[ex.id], wins)
+    records = [_record(q, given[ex.id], nbest[ex.id], wins, confidence=conf[ex.id], abstained=ex.id in abstained,
+                       probabilities=confidence.probabilities(nbest[ex.id])[0])
                for q, ex, wins in zip(questions, examples, per_question)]
     return records, per_question
 
 
 def answer(model, tokenizer, cfg, context: str, questions: list[str], *, device: str = "cpu",
-           batch_size: int = BATCH, max_windows: int | None = None, deadline: float | None = None) -> list[dict]:
+           batch_size: int = BATCH, max_windows: int | None = None, deadline: float | None = None,
+           confidence: AnswerConfidence | None = None, min_confidence: float = 0.0) -> list[dict]:
     """Per question: answer, character offsets (``end`` exclusive; None when the answer is empty), score,
-    null score, n-best list (with each candidate's window) and the windows the context was cut into.
+    null score, ``confidence`` (``confidence``'s method; raw without one) and ``abstained`` (the answer was
+    withheld: confidence below ``min_confidence``), n-best list (with each candidate's window and probability)
+    and the windows the context was cut into.
     ``max_windows`` / ``deadline`` (``time.monotonic()``): see :class:`TooManyWindows`, :class:`DeadlineExceeded`."""
     return _answer(model, tokenizer, cfg, context, questions, device=device, batch_size=batch_size,
-                   max_windows=max_windows, deadline=deadline)[0]
+                   max_windows=max_windows, deadline=deadline, confidence=confidence,
+                   min_confidence=min_confidence)[0]
 
 
 def answer_cell(window, start: int | None, end: int | None):
@@ -151,13 +166,15 @@ def answer_cell(window, start: int | None, end: int | None):
 
 
 def explain(model, tokenizer, cfg, context: str, question: str, *, window: int | None = None,
-            device: str = "cpu", max_windows: int | None = None, deadline: float | None = None) -> dict:
+            device: str = "cpu", max_windows: int | None = None, deadline: float | None = None,
+            confidence: AnswerConfidence | None = None, min_confidence: float = 0.0) -> dict:
     """The answer (as :func:`answer`) plus the scores of one window (default: the answer's): its context
     tokens, and either per-token start/end scores (``view="tokens"``: softmax head, log-probabilities) or
     the span band (``view="grid"``: GlobalPointer heads; ``band[i][o]`` scores the span from context
     token ``i`` to ``i + o``, None where invalid), with the answer's cell."""
     (result,), (windows,) = _answer(model, tokenizer, cfg, context, [question], device=device, batch_size=BATCH,
-                                    max_windows=max_windows, deadline=deadline)
+                                    max_windows=max_windows, deadline=deadline, confidence=confidence,
+                                    min_confidence=min_confidence)
     k = (result["window"] or 0) if window is None else window
     if not 0 <= k < len(windows):
         raise IndexError(f"window {k}: this context has {len(windows)} window(s) for this question (0..{len(windows) - 1})")

@@ -1,12 +1,15 @@
 """The HTTP JSON API (FastAPI) and web page of ``python -m mrc.serve`` (command line: :mod:`mrc.serve.cli`).
 
 - ``GET /``: the page (``page.html``: inline JS/CSS, nothing fetched from elsewhere);
-- ``GET /api/info``: the model (head, window geometry, backend) and the request limits;
-- ``POST /api/predict`` ``{"context": str, "questions": [str, ...]}`` (or ``"question": str``): per question
-  the answer, its character offsets ``start`` / ``end`` (exclusive), ``score``, ``null_score``, the n-best
-  list and the window each candidate came from, and the windows the context was cut into;
-- ``POST /api/explain`` ``{"context": str, "question": str, "window": int (optional)}``: the same answer plus
-  the scores the page draws (:func:`mrc.serve.answers.explain`).
+- ``GET /api/info``: the model (head, window geometry, backend), the confidence method (``features`` /
+  ``temperature`` / ``raw``), the server's ``min_confidence`` and the request limits;
+- ``POST /api/predict`` ``{"context": str, "questions": [str, ...]}`` (or ``"question": str``; optional
+  ``"min_confidence": 0..1``, default the server's): per question the answer, its character offsets ``start`` /
+  ``end`` (exclusive), ``score``, ``null_score``, ``confidence`` (probability that the answer is right) and
+  ``abstained`` (answer withheld: confidence below ``min_confidence``), the n-best list with each candidate's
+  window and probability, and the windows the context was cut into;
+- ``POST /api/explain`` ``{"context": str, "question": str, "window": int (optional), "min_confidence": ...}``:
+  the same answer plus the scores the page draws (:func:`mrc.serve.answers.explain`).
 
 Bad requests get a 4xx JSON ``{"error": "..."}`` (:mod:`mrc.serve.guards`: 400 not JSON or a ``Host`` that does
 not name this server, 404 / 405 unknown path or method, 413 too large, 415 not ``application/json``, 422
@@ -27,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from mrc.eval.confidence import AnswerConfidence, check_min_confidence
 from mrc.serve import answers
 from mrc.serve.guards import HostGuard, RequestError, allowed_names, check_text, read_json
 from mrc.serve.limits import Limits
@@ -44,6 +48,7 @@ class PredictRequest(BaseModel):
     context: str
     questions: list[str] | None = None
     question: str | None = None
+    min_confidence: float | None = None
 
 
 class ExplainRequest(BaseModel):
@@ -53,6 +58,7 @@ class ExplainRequest(BaseModel):
     context: str
     question: str
     window: int | None = None
+    min_confidence: float | None = None
 
 
 class Candidate(BaseModel):
@@ -61,6 +67,7 @@ class Candidate(BaseModel):
     end: int
     score: float | None
     window: int
+    probability: float
 
 
 class WindowSpan(BaseModel):
@@ -78,6 +85,8 @@ class Answer(BaseModel):
     score: float | None
     null_score: float | None
     window: int | None
+    confidence: float
+    abstained: bool
     nbest: list[Candidate]
     windows: list[WindowSpan]
 
@@ -100,6 +109,16 @@ def questions_of(req: PredictRequest, limits: Limits) -> list[str]:
     return questions
 
 
+def min_confidence_of(req, default: float) -> float:
+    """The request's ``min_confidence`` (0..1; 422 otherwise), or the server's ``default`` when it gives none."""
+    if req.min_confidence is None:
+        return default
+    why = check_min_confidence(req.min_confidence)
+    if why:
+        raise RequestError(422, f"min_confidence: {why}")
+    return req.min_confidence
+
+
 async def run_model(limits: Limits, fn, *args, **kwargs):
     """``fn`` (:func:`answers.answer` / :func:`answers.explain`) in a worker thread under the request's window
     limit and deadline; those refusals become a 422 / a 503 with ``Retry-After``."""
@@ -115,11 +134,17 @@ async def run_model(limits: Limits, fn, *args, **kwargs):
 
 
 def create_app(model, tokenizer, cfg, *, limits: Limits | None = None, backend: str = "fp32", device: str = "cpu",
-               host: str = "127.0.0.1", port: int | None = None, allowed_hosts: Iterable[str] = ()) -> FastAPI:
-    """The FastAPI app answering with ``model`` (a loaded checkpoint; see :func:`load_for_inference`); requests
-    must name ``host`` / a loopback name / one of ``allowed_hosts`` in their ``Host`` header (with ``port`` when
-    given)."""
+               host: str = "127.0.0.1", port: int | None = None, allowed_hosts: Iterable[str] = (),
+               confidence: AnswerConfidence | None = None, min_confidence: float = 0.0) -> FastAPI:
+    """The FastAPI app answering with ``model`` (a loaded checkpoint; see :func:`load_for_inference`) and the
+    checkpoint's calibrators (``confidence``, :func:`mrc.eval.confidence.load_confidence`; None: raw confidence),
+    withholding answers below ``min_confidence`` unless a request says otherwise; requests must name ``host`` /
+    a loopback name / one of ``allowed_hosts`` in their ``Host`` header (with ``port`` when given)."""
     limits = limits or Limits()
+    confidence = confidence or AnswerConfidence()
+    if check_min_confidence(min_confidence):
+        raise ValueError(f"min_confidence: {check_min_confidence(min_confidence)}")
+    scoring = {"confidence": confidence, "device": device}  # what every model call gets beside the request
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN; /openapi.json stays.
     app = FastAPI(title="mrc-zh", docs_url=None, redoc_url=None)
     app.add_middleware(HostGuard, names=allowed_names(host, allowed_hosts), port=port)
@@ -127,7 +152,8 @@ def create_app(model, tokenizer, cfg, *, limits: Limits | None = None, backend: 
     head = getattr(model.head, "name", type(model.head).__name__)
     info = {"head": head, "backend": backend, "max_len": cfg.data.max_len, "max_query_len": cfg.data.max_query_len,
             "doc_stride": cfg.data.doc_stride, "max_answer_len": cfg.decode.max_answer_len,
-            "n_best": cfg.decode.n_best, "null_threshold": cfg.decode.get("null_threshold"), "limits": asdict(limits)}
+            "n_best": cfg.decode.n_best, "null_threshold": cfg.decode.get("null_threshold"),
+            "confidence": confidence.method, "min_confidence": min_confidence, "limits": asdict(limits)}
 
     @app.exception_handler(RequestError)
     async def _bad_request(request: Request, exc: RequestError):
@@ -169,8 +195,9 @@ def create_app(model, tokenizer, cfg, *, limits: Limits | None = None, backend: 
         req = await read_json(request, limits, PredictRequest)
         check_text("context", req.context, limits.max_context_chars)
         questions = questions_of(req, limits)
+        gate = min_confidence_of(req, min_confidence)
         result = await run_model(limits, answers.answer, model, tokenizer, cfg, req.context, questions,
-                                 device=device)
+                                 min_confidence=gate, **scoring)
         return {"answers": result}
 
     @app.post("/api/explain", openapi_extra=explain_body, responses=errors)
@@ -183,9 +210,10 @@ def create_app(model, tokenizer, cfg, *, limits: Limits | None = None, backend: 
         if req.window is not None and req.window >= limits.max_windows:  # nor is a 4,000-digit number echoed
             raise RequestError(422, f"window: a request has at most {limits.max_windows} windows "
                                     f"(0..{limits.max_windows - 1})")
+        gate = min_confidence_of(req, min_confidence)
         try:
             return await run_model(limits, answers.explain, model, tokenizer, cfg, req.context, req.question,
-                                   window=req.window, device=device)
+                                   window=req.window, min_confidence=gate, **scoring)
         except IndexError as e:
             raise RequestError(422, f"window: {e}") from None
 

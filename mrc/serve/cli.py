@@ -42,6 +42,17 @@ def seconds(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """argparse type: a number from 0 to 1 (a minimum confidence)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give 0..1") from None
+    if not math.isfinite(value) or not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..1 (0: always answer)")
+    return value
+
+
 def host_list(text: str) -> list[str]:
     """argparse type: comma-separated host names or addresses as a Host header gives them, without a port."""
     names = [n.strip() for n in text.split(",")]
@@ -73,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, ... (--quantize / --onnx: cpu only)")
     ap.add_argument("--threads", type=positive_int, default=None,
                     help="torch / ONNX Runtime threads, 1 or more (default: torch's)")
+    ap.add_argument("--min-confidence", type=fraction, default=0.0, metavar="X",
+                    help="withhold answers whose confidence is below X, 0..1: they come back as \"\" with "
+                    "\"abstained\": true (default 0: off; a request's min_confidence replaces it). The confidence "
+                    "is the best the checkpoint's calibration.json allows: features > temperature > raw")
     d = Limits()
     ap.add_argument("--max-context-chars", type=positive_int, default=d.max_context_chars,
                     help=f"longest context accepted (default {d.max_context_chars})")
@@ -106,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
+    from mrc.eval.confidence import load_confidence
     from mrc.eval.predict import debug_enabled, load_for_inference
 
     if args.threads:
@@ -113,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, tokenizer, cfg = load_for_inference(args.checkpoint, args.device, quantize=args.quantize,
                                                    onnx=args.onnx)
+        confidence = load_confidence(args.checkpoint)  # after the load: its manifest check names an edited file first
     except Exception as e:  # noqa: BLE001 - user mistakes get one line, anything else its traceback
         if not (getattr(e, "user_facing", False) or isinstance(e, FileNotFoundError)) or debug_enabled():
             raise
@@ -123,11 +140,14 @@ def main(argv: list[str] | None = None) -> int:
                     max_questions=args.max_questions, max_question_chars=args.max_question_chars,
                     max_windows=args.max_windows, timeout=args.timeout)
     app = create_app(model, tokenizer, cfg, limits=limits, backend=backend, device=args.device, host=args.host,
-                     port=args.port, allowed_hosts=args.allowed_hosts)
+                     port=args.port, allowed_hosts=args.allowed_hosts, confidence=confidence,
+                     min_confidence=args.min_confidence)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding {args.host}: anyone who can reach this address can use the model (requests "
               "must name it in their Host header: give the names it is reached by with --allowed-hosts)",
               file=sys.stderr)
-    print(f"serving {args.checkpoint} ({backend}) on http://{args.host}:{args.port}/", file=sys.stderr)
+    gate = f", answers below confidence {args.min_confidence:g} withheld" if args.min_confidence else ""
+    print(f"serving {args.checkpoint} ({backend}; confidence: {confidence.method}{gate}) on "
+          f"http://{args.host}:{args.port}/", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

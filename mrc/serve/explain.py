@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from mrc.data.squad import DataError, load_squad
+    from mrc.eval.confidence import load_confidence
     from mrc.eval.predict import debug_enabled, load_for_inference
 
     if (args.input is None) == (args.question is None and args.context is None):
@@ -194,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             question, context = args.question, args.context
         model, tokenizer, cfg = load_for_inference(args.checkpoint, args.device, quantize=args.quantize)
-        data = explain(model, tokenizer, cfg, context, question, window=args.window, device=args.device)
+        confidence = load_confidence(args.checkpoint)  # the checkpoint's calibrators, as the server uses them
+        data = explain(model, tokenizer, cfg, context, question, window=args.window, device=args.device,
+                       confidence=confidence)
     except IndexError as e:
         print(f"error: --window: {e}", file=sys.stderr)
         return 2
