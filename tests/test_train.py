@@ -88,6 +88,11 @@ def test_eval_scalars_names():
     assert eval_scalars("checklist", summary) == {
         "eval/checklist/f1": 50.0, "eval/checklist/em": 40.0, "eval/checklist/vocab/f1": 1.0,
         "eval/checklist/vocab/em": 2.0, "eval/checklist/noans/f1": 3.0, "eval/checklist/noans/em": 4.0}
+    summary["abstention"] = {"temperature": {"aurc": 0.2, "n": 5, "has_ans_f1": None, "T": 1.5}, "in_sample": True}
+    scalars = eval_scalars("checklist", summary)
+    assert scalars["eval/checklist/abstention/temperature/aurc"] == 0.2
+    assert scalars["eval/checklist/abstention/temperature/T"] == 1.5
+    assert "eval/checklist/abstention/temperature/has_ans_f1" not in scalars  # None: no answerable question
 
 
 def test_fractional_epochs_train_a_share_of_the_last_epoch():

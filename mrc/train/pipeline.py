@@ -110,6 +110,10 @@ def eval_scalars(split: str, summary: dict) -> dict[str, float]:
         out.update({f"eval/{split}/{name.lower() if name in ('HasAns', 'NoAns') else name}/{k.lower()}": g[k]
                     for k in ("F1", "EM")})
     out.update({f"eval/{split}/{name}/drop": g["drop"] for name, g in summary.get("paired_by_type", {}).items()})
+    for method, m in (summary.get("abstention") or {}).items():  # e.g. eval/checklist/abstention/temperature/aurc
+        if isinstance(m, dict):
+            out.update({f"eval/{split}/abstention/{method}/{k}": v for k, v in m.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
     return out
 
 
@@ -338,6 +342,8 @@ def _report(cfg, run_dir, train, train_windows, splits, device, logger, data_inf
     pool = pool_summary(run_state.best_results, splits, list(cfg.decode.get("abstention_pool") or []), cfg.seed)
     if pool:
         metrics["abstention"] = pool
+        logger.summary({f"abstention/{m}/{k}": v for m in METHODS if m in pool for k, v in pool[m].items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
         log.info("abstention on the pool %s: %s", "+".join(pool["splits"]), "; ".join(
             f"{m} AURC {pool[m]['aurc']:.4f} ECE {pool[m]['ece']:.4f} coverage@F1 80 {pool[m]['coverage_at_80']:.3f}"
             for m in METHODS if m in pool))
