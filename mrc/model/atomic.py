@@ -73,12 +73,15 @@ def old_dir(path: str | Path) -> Path:
     return path.parent / f".{path.name}.old"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (a writer or a run that may still be at work)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process
+    except PermissionError:  # another user's process
         return True
     return True
 
@@ -91,7 +94,7 @@ def remove_stale_temp_dirs(path: str | Path) -> list[Path]:
     stale = []
     for tmp in sorted(path.parent.glob(f".{path.name}.tmp-*")):
         pid = tmp.name.rsplit("-", 1)[1]
-        if tmp.is_dir() and pid.isdigit() and not _alive(int(pid)):
+        if tmp.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
             stale.append(tmp)
     return stale

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from mrc.model.atomic import pid_alive
+
 log = logging.getLogger(__name__)
 LOCK_NAME = ".lock"
 # flock errors that mean "this filesystem cannot lock", not "someone holds it"
@@ -30,19 +32,6 @@ class RunDirInUse(RuntimeError):
     """Another live run holds the run dir's lock (names it and what to do)."""
 
     user_facing = True
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def describe(holder: dict) -> str:
