@@ -21,6 +21,7 @@ CONF = ROOT / "conf"
     (["experiment=demo", "data.max_len=abc"], "data.max_len=abc: expects an integer (default 128)"),
     (["trainer.save_checkpoint=3"], "trainer.save_checkpoint=3: expects true or false"),
     (["optim.encoder_lr=fast"], "optim.encoder_lr=fast: expects a number"),
+    (["experiment=demo", "decode.null_threshold=tuned"], "decode.null_threshold=tuned: expects a number"),
     (["head=[x"], "cannot read the override"),
 ])
 def test_mistakes_are_one_line(args, expected):
@@ -32,7 +33,7 @@ def test_mistakes_are_one_line(args, expected):
 @pytest.mark.parametrize("args", [
     [], ["head=globalpointer", "encoder=e5_small", "seed=3"], ["-m", "head=softmax,globalpointer", "seed=1,2"],
     ["experiment=cpu_small", "trainer.cpu_bf16=true"], ["decode.null_threshold=0.5"], ["decode.null_threshold=tune"],
-    ["+extra.key=1"], ["data.limit_train=null"], ["trainer.epochs=0.5"], ["hydra.run.dir=/tmp/x"],
+    ["experiment=demo", "decode.null_threshold=tune"], ["+extra.key=1"], ["data.limit_train=null"], ["trainer.epochs=0.5"], ["hydra.run.dir=/tmp/x"],
     ["--cfg", "job", "trainer.epocs=2"],  # Hydra's own flags: left to Hydra
 ])
 def test_valid_overrides_pass(args):

@@ -54,10 +54,16 @@ def _nearest(cfg: DictConfig, key: str) -> str:
     return ""
 
 
+# Numeric options that also take a word (their default may be a number in one experiment and null in another).
+WORDS = {"decode.null_threshold": {"tune"}}
+
+
 def _type_error(key: str, default, value) -> str | None:
     """Why ``value`` does not fit an option whose default is ``default`` (None when it fits)."""
     if value is None or default is None or (isinstance(value, str) and "${" in value):
         return None  # null switches most options off; interpolations are resolved later
+    if isinstance(value, str) and value in WORDS.get(key, ()):
+        return None
     if isinstance(default, bool):
         return None if isinstance(value, bool) else "true or false"
     if isinstance(default, (int, float)):
