@@ -164,15 +164,69 @@ def test_cpu_bf16_auto_uses_bf16_where_native_and_faster(monkeypatch, caplog, mo
     import torch
     from omegaconf import OmegaConf
     from mrc.train.pipeline import choose_precision
+    from mrc.train.precision import Precision
     monkeypatch.setattr("mrc.train.pipeline.cpu_has_bf16", lambda: units)
     monkeypatch.setattr("mrc.train.pipeline.bf16_matmul_speedup", lambda via: speedup)
+    fake_gpu(monkeypatch, (8, 0))
     caplog.set_level("INFO")
-    assert choose_precision(OmegaConf.create({"bf16": True, "cpu_bf16": mode}), "cpu") == (expected, None)
+    assert choose_precision(OmegaConf.create({"bf16": True, "cpu_bf16": mode}), "cpu") == Precision(expected)
     assert f"precision {'bf16 via matmul' if expected != 'fp32' else 'fp32'} on the CPU" in caplog.text
     autocast = OmegaConf.create({"bf16": True, "cpu_bf16": "true", "cpu_bf16_via": "autocast"})
-    assert choose_precision(autocast, "cpu") == ("bf16-autocast", torch.bfloat16)
-    assert choose_precision(autocast, "cuda") == ("bf16", torch.bfloat16)
-    assert choose_precision(OmegaConf.create({"bf16": False, "cpu_bf16": True}), "cuda:1") == ("fp32", None)
+    assert choose_precision(autocast, "cpu") == Precision("bf16-autocast", torch.bfloat16)
+    assert choose_precision(autocast, "cuda") == Precision("bf16", torch.bfloat16, scaler=False)
+    assert choose_precision(OmegaConf.create({"bf16": False, "cpu_bf16": True}), "cuda:1") == Precision("fp32")
+
+
+def fake_gpu(monkeypatch, capability):
+    """torch.cuda answers as a GPU of ``capability`` would (bf16 native from 8.0)."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: capability >= (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"fake GPU {capability}")
+
+
+@pytest.mark.parametrize("capability,trainer,expected", [
+    ((9, 0), {}, "bf16"), ((8, 0), {"bf16": True}, "bf16"), ((7, 5), {}, "fp16"), ((7, 0), {}, "fp16"),
+    ((6, 1), {}, "fp32"),
+    ((9, 0), {"bf16": False}, "fp32"),                          # an old config's bf16: false still means fp32
+    ((9, 0), {"bf16": False, "precision": "bf16"}, "bf16"),     # an explicit precision wins over it
+    ((9, 0), {"precision": "fp16"}, "fp16"), ((7, 5), {"precision": "fp32"}, "fp32"),
+    ((6, 1), {"precision": "fp16"}, "fp16"),
+])
+def test_cuda_precision_auto_picks_bf16_fp16_or_fp32_by_gpu(monkeypatch, capability, trainer, expected):
+    import torch
+    from omegaconf import OmegaConf
+    from mrc.train.pipeline import choose_precision
+    from mrc.train.precision import Precision
+    fake_gpu(monkeypatch, capability)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[expected]
+    assert choose_precision(OmegaConf.create(trainer), "cuda") == Precision(expected, dtype, expected == "fp16")
+
+
+@pytest.mark.parametrize("device,trainer,env,message", [
+    ("cuda", {"precision": "bf16"}, None, "trainer.precision=bf16: this GPU (compute capability 7.5) has no native bf16"),
+    ("cuda", {"precision": "fp8"}, None, "trainer.precision='fp8': must be one of auto, fp32, bf16, fp16"),
+    ("cpu", {"precision": "fp16"}, None, "trainer.precision=fp16 is for CUDA; on the CPU use trainer.precision=auto"),
+    ("cpu", {"precision": "bf16"}, None, "(or set trainer.cpu_bf16=true)"),
+])
+def test_precisions_a_device_cannot_run_are_refused(monkeypatch, device, trainer, env, message):
+    from omegaconf import OmegaConf
+    from mrc.train.inputs import ConfigError
+    from mrc.train.pipeline import choose_precision
+    fake_gpu(monkeypatch, (7, 5))
+    monkeypatch.delenv("MRC_CPU_FP16", raising=False)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        choose_precision(OmegaConf.create(trainer), device)
+
+
+def test_cpu_fp16_runs_only_when_asked_for_by_the_env_var_and_fp32_is_forced(monkeypatch):
+    import torch
+    from omegaconf import OmegaConf
+    from mrc.train.pipeline import choose_precision
+    from mrc.train.precision import Precision
+    monkeypatch.setenv("MRC_CPU_FP16", "1")
+    assert choose_precision(OmegaConf.create({"precision": "fp16"}), "cpu") == Precision("fp16", torch.float16, True)
+    assert choose_precision(OmegaConf.create({"precision": "fp32", "cpu_bf16": "true"}), "cpu") == Precision("fp32")
 
 
 @pytest.mark.parametrize("trainer,message", [

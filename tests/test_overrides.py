@@ -33,7 +33,8 @@ def test_mistakes_are_one_line(args, expected):
 @pytest.mark.parametrize("args", [
     [], ["head=globalpointer", "encoder=e5_small", "seed=3"], ["-m", "head=softmax,globalpointer", "seed=1,2"],
     ["experiment=cpu_small", "trainer.cpu_bf16=true"], ["decode.null_threshold=0.5"], ["decode.null_threshold=tune"],
-    ["experiment=demo", "decode.null_threshold=tune"], ["+extra.key=1"], ["data.limit_train=null"], ["trainer.epochs=0.5"], ["hydra.run.dir=/tmp/x"],
+    ["experiment=demo", "decode.null_threshold=tune"], ["+extra.key=1"], ["data.limit_train=null"],
+    ["trainer.epochs=0.5"], ["hydra.run.dir=/tmp/x"],
     ["--cfg", "job", "trainer.epocs=2"],  # Hydra's own flags: left to Hydra
 ])
 def test_valid_overrides_pass(args):

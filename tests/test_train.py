@@ -112,3 +112,21 @@ def test_progress_durations_read_as_time():
 
     assert [duration(s) for s in (0.4, 40, 59.6, 61, 725, 3600, 3930.2)] == \
         ["0 s", "40 s", "1 min", "1 min", "12 min", "1 h 00 min", "1 h 05 min"]
+
+
+@pytest.mark.slow
+def test_demo_run_with_torch_compile(tmp_path):
+    """trainer.compile=true trains through torch.compile (a C compiler builds the CPU kernels) and records it."""
+    import json
+    import shutil
+    from mrc.train.pipeline import run
+    from tests.test_e2e import DEMO, compose_cfg
+    from tests.test_resume import with_overrides
+    if not (shutil.which("gcc") or shutil.which("cc") or shutil.which("clang")):
+        pytest.skip("torch.compile on the CPU needs a C compiler (gcc, cc or clang on PATH)")
+    cfg = compose_cfg(with_overrides(DEMO, ["head=softmax", "data.prepare.n_train=80", "trainer.compile=true"]),
+                      tmp_path)
+    f1 = run(cfg, tmp_path)
+    train = json.loads((tmp_path / "metrics.json").read_text())["train"]
+    assert train["compile"] == "default" and train["attention"] == "sdpa" and 0 <= f1 <= 100
+    assert (tmp_path / "checkpoint" / "span.safetensors").is_file()  # in-place compile: names unchanged

@@ -83,10 +83,7 @@ def pretrained(name_or_path: str, texts=None, revision: str | None = None, cache
     kw = hub_or_cache(name_or_path, kw)  # offline: the cache only, failing at once instead of retrying
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, **kw)
-        try:  # MRC heads read token states only: no pooler
-            model = AutoModel.from_pretrained(name_or_path, add_pooling_layer=False, **kw)
-        except TypeError:
-            model = AutoModel.from_pretrained(name_or_path, **kw)
+        model = _load_sdpa(name_or_path, **kw)
     except OSError as e:
         raise HubError(f"could not load encoder {name_or_path!r}: {e}\nOffline? Use encoder=tiny, or set "
                       "encoder.name_or_path to a local directory saved with save_pretrained.") from None
@@ -100,6 +97,28 @@ def pretrained(name_or_path: str, texts=None, revision: str | None = None, cache
     if keep_layers is not None:
         truncate_layers(model, keep_layers, name_or_path)
     return Encoder(_drop_pooler(model), tokenizer)
+
+
+def _load_sdpa(name_or_path, **kw) -> PreTrainedModel:
+    """``AutoModel.from_pretrained`` without a pooler (MRC heads read token states only), asking for PyTorch's
+    fused scaled-dot-product attention (flash / memory-efficient kernels on CUDA); an architecture without
+    an SDPA implementation loads with its default attention instead."""
+    for extra in ({"attn_implementation": "sdpa"}, {}):
+        try:
+            try:
+                return AutoModel.from_pretrained(name_or_path, add_pooling_layer=False, **extra, **kw)
+            except TypeError:  # a model class without a pooler option
+                return AutoModel.from_pretrained(name_or_path, **extra, **kw)
+        except (ValueError, ImportError) as e:  # transformers: "does not support ... scaled_dot_product_attention"
+            if not extra or "sdpa" not in str(e).lower() and "scaled_dot_product" not in str(e).lower():
+                raise
+            log.info("%s: no SDPA attention (%s); loading its default attention", name_or_path, str(e)[:200])
+    raise AssertionError("unreachable")
+
+
+def attention_implementation(model) -> str:
+    """The attention implementation ``model`` runs (``sdpa``, ``eager``, ``flash_attention_2``, ...)."""
+    return str(getattr(model.config, "_attn_implementation", None) or "eager")
 
 
 def truncate_layers(model, n: int, name: str = "encoder") -> None:
@@ -178,7 +197,8 @@ def tiny_bert(texts=None, vocab_file: str | None = None, vocab_size: int = 8000,
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=layers,
                         num_attention_heads=heads, intermediate_size=intermediate_size,
                         max_position_embeddings=max_position, hidden_dropout_prob=dropout,
-                        attention_probs_dropout_prob=dropout, pad_token_id=tokenizer.pad_token_id)
+                        attention_probs_dropout_prob=dropout, pad_token_id=tokenizer.pad_token_id,
+                        attn_implementation="sdpa")  # PyTorch's fused attention (flash kernels on CUDA)
     import torch
 
     with torch.random.fork_rng():
@@ -207,9 +227,6 @@ def sinusoidal_positions(n: int, dim: int):
 def from_checkpoint(path: str | Path) -> Encoder:
     """Encoder and tokenizer saved by :func:`mrc.model.checkpoint.save` (no network)."""
     path = Path(path)
-    try:  # saved without a pooler; don't build one just to drop it
-        model = AutoModel.from_pretrained(path / "encoder", local_files_only=True, add_pooling_layer=False)
-    except TypeError:
-        model = AutoModel.from_pretrained(path / "encoder", local_files_only=True)
+    model = _load_sdpa(path / "encoder", local_files_only=True)  # saved without a pooler: don't build one
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True, use_fast=True)
     return Encoder(_drop_pooler(model), tokenizer)

@@ -125,20 +125,64 @@ def duration(seconds: float) -> str:
     return f"{seconds // 60} min" if seconds >= 60 else f"{seconds} s"
 
 
-def _optimizer_step(model, opt, sched, trainer) -> None:
+def _optimizer_step(model, opt, sched, trainer, scaler=None) -> None:
+    if scaler is not None:
+        scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
     if trainer.max_grad_norm:
         torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.max_grad_norm)
-    opt.step()
+    if scaler is not None:
+        scaler.step(opt)  # skipped when a gradient overflowed fp16; the scale then shrinks
+        scaler.update()
+    else:
+        opt.step()
     sched.step()
     opt.zero_grad(set_to_none=True)
     if trainer.get("trim_freed_memory", False):
         release_freed_memory()
 
 
+def _to_device(batch: dict[str, torch.Tensor], device, cuda: bool) -> dict[str, torch.Tensor]:
+    """The collated batch on ``device``; on CUDA through pinned memory, so the copy runs asynchronously."""
+    if not cuda:
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class _LossSum:
+    """The epoch's running loss sum, kept as a float64 tensor on the loss's device: adding in float64 in
+    batch order gives the same sum as adding ``loss.item()`` values in Python. ``check_now``: test each
+    loss for NaN/inf at once (the CPU: no cost); else a device-side flag remembers the first bad batch
+    and :meth:`read` raises for it."""
+
+    def __init__(self, start: float, device, epoch: int):
+        self.sum = torch.tensor(start, dtype=torch.float64, device=device)
+        self.first_bad = torch.tensor(-1, dtype=torch.int64, device=device)
+        self.epoch = epoch
+
+    def add(self, loss: torch.Tensor, batch: int, *, real: bool, check_now: bool) -> None:
+        """Count ``loss`` of ``batch`` (when ``real``: padding repeats are checked but not counted)."""
+        if check_now:
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {self.epoch} batch {batch}")
+        else:  # no host sync: the flag keeps the first bad batch index, -1 while all are finite
+            bad = ~torch.isfinite(loss.detach()) & (self.first_bad < 0)
+            self.first_bad = torch.where(bad, batch, self.first_bad)
+        if real:
+            self.sum += loss.detach().to(torch.float64)
+
+    def read(self) -> float:
+        """The sum so far (one host sync); raises FloatingPointError if a loss was not finite."""
+        first_bad = int(self.first_bad.item())
+        if first_bad >= 0:
+            raise FloatingPointError(f"non-finite loss at epoch {self.epoch} batch {first_bad} "
+                                     "(checked at log steps on CUDA)")
+        return float(self.sum.item())
+
+
 def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer, pad_id: int, device,
                 amp_dtype, logger, step: int, net: nn.Module | None = None, dist: Dist = Dist(),
-                start: EpochProgress | None = None, on_resume_point: StepCallback | None = None
-                ) -> tuple[dict, int]:
+                start: EpochProgress | None = None, on_resume_point: StepCallback | None = None,
+                scaler: torch.amp.GradScaler | None = None) -> tuple[dict, int]:
     """One pass over ``windows``; returns (epoch stats, global optimizer step).
 
     ``net``: the module called as ``net(batch) -> loss`` (:func:`mrc.train.distributed.wrap`; default
@@ -146,7 +190,11 @@ def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer
     the returned loss and ``windows`` are global (every window of the epoch's sample counted once,
     padding repeats excluded). ``start`` resumes the epoch after ``start.batch`` batches (always an
     optimizer-step boundary). ``on_resume_point(step, progress)`` is called every
-    ``trainer.resume_every`` optimizer steps with the progress summed over ranks.
+    ``trainer.resume_every`` optimizer steps with the progress summed over ranks. ``scaler``: a
+    ``torch.amp.GradScaler`` (fp16) that scales the loss and skips steps whose gradients overflowed.
+
+    On CUDA the loss sum stays on the device and is read (with the non-finite check) only at log steps,
+    resume points and the epoch end: a ``.item()`` per batch would wait for the GPU every batch.
     """
     net = net if net is not None else distributed.LossForward(model)
     net.train()
@@ -158,27 +206,30 @@ def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer
     every = int(trainer.get("resume_every", 0) or 0) if on_resume_point else 0
     resumed_windows, first_batch, t0 = p.windows, p.batch, time.perf_counter()
     said = t0  # when the last progress line was logged
+    cuda = torch.device(device).type == "cuda"
+    losses = _LossSum(p.total_loss, device, epoch)
     bar = tqdm(range(p.batch, len(mine)), initial=p.batch, total=len(mine), desc=f"epoch {epoch}", unit="batch",
                disable=None if trainer.progress else True)  # None: bars on a terminal only
     for i in bar:
         idx = mine[i]
-        batch = {k: v.to(device) for k, v in collate([windows[j] for j in idx], pad_id).items()}
+        batch = _to_device(collate([windows[j] for j in idx], pad_id), device, cuda)
         boundary = (i + 1) % trainer.grad_accum == 0 or i + 1 == len(mine)
         with distributed.no_sync(net, skip=not boundary):
             with torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype or torch.bfloat16,
                                 enabled=amp_dtype is not None):
                 loss = net(batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch} batch {i}")
-            (loss / trainer.grad_accum).backward()
+            losses.add(loss, i, real=i < n_real, check_now=not cuda)
+            scaled = loss / trainer.grad_accum
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
         p.batch = i + 1
         if i < n_real:
-            p.total_loss, p.n_loss, p.windows = p.total_loss + loss.item(), p.n_loss + 1, p.windows + len(idx)
+            p.n_loss, p.windows = p.n_loss + 1, p.windows + len(idx)
         if not boundary:
             continue
-        _optimizer_step(model, opt, sched, trainer)
+        _optimizer_step(model, opt, sched, trainer, scaler)
         step += 1
         if step % trainer.log_every == 0:
+            p.total_loss = losses.read()
             rate = (p.windows - resumed_windows) * dist.world_size / (time.perf_counter() - t0)
             mean = p.total_loss / max(p.n_loss, 1)
             logger.log({"train/loss": mean, "train/lr": sched.get_last_lr()[0],
@@ -191,7 +242,9 @@ def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer
                          epoch, i + 1, len(mine), step, mean, rate,
                          duration(elapsed / done * (len(mine) - i - 1)))
         if every and step % every == 0:
+            p.total_loss = losses.read()
             elapsed = replace(p, seconds=p.seconds + time.perf_counter() - t0)
             on_resume_point(step, _summed(elapsed, dist))
+    p.total_loss = losses.read()
     p = _summed(replace(p, seconds=p.seconds + time.perf_counter() - t0), dist)
     return {"loss": p.total_loss / max(p.n_loss, 1), "seconds": p.seconds, "windows": p.windows}, step

@@ -25,6 +25,7 @@ from mrc.eval.nulls import apply_threshold, tune_threshold
 from mrc.eval.selective import METHODS, add_confidences, pool_summary
 from mrc.train.inputs import ConfigError, check_overlap, load_data  # noqa: F401 (load_data: also for lexical)
 from mrc.train.splits import Split, robustness_metrics
+from mrc.model.encoder import attention_implementation
 from mrc.model.finetune import count_parameters
 from mrc.model.cpu import (BF16_MIN_SPEEDUP, VIAS, bf16_matmul_speedup, bf16_units, cpu_name, matmul_precision_scope,
                            set_bf16_matmuls)
@@ -37,6 +38,7 @@ from mrc.train.run_lock import run_lock
 from mrc.train.outputs import write_outputs
 from mrc.train.teacher import attach_teacher, cache_teacher
 from mrc.train.loop import build_optimizer, n_epochs, total_steps, train_epoch
+from mrc.train.precision import Precision, cpu_override, cuda_precision, grad_scaler, maybe_compile, tf32_scope
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +144,8 @@ def run(cfg: DictConfig, run_dir: str | Path, record: dict | None = None) -> flo
     run_dir = Path(run_dir)
     d, device = distributed.setup(pick_device(cfg.trainer.device))
     try:
-        with run_lock(run_dir, enabled=d.is_main), matmul_precision_scope():  # one run per run dir (rank 0 holds it)
+        with run_lock(run_dir, enabled=d.is_main), matmul_precision_scope(), \
+                tf32_scope(bool(cfg.trainer.get("tf32", False)), device):  # one run per run dir (rank 0 holds it)
             return _run(cfg, run_dir, d, device, record)
     finally:
         distributed.teardown(d)
@@ -171,14 +174,23 @@ def cpu_bf16_mode(value) -> str:
     return mode
 
 
-def choose_precision(trainer: DictConfig, device: str) -> tuple[str, torch.dtype | None]:
-    """The run's precision name (``fp32``, ``bf16-matmul``, ``bf16-autocast``, ``bf16`` on CUDA) and the autocast
-    dtype it needs (None: no autocast). On CUDA ``trainer.bf16`` decides; on the CPU ``trainer.cpu_bf16``, where
-    auto = bf16 where the CPU has native bf16 units and one product of e5_small's FFN shape, run the way
-    ``trainer.cpu_bf16_via`` says, measures at least ``BF16_MIN_SPEEDUP`` times the fp32 speed. Master weights,
-    optimizer state, the heads' scores and losses and decoding stay fp32 either way."""
+def choose_precision(trainer: DictConfig, device: str) -> Precision:
+    """The run's :class:`~mrc.train.precision.Precision`: name (``fp32``, ``bf16``, ``fp16``, ``bf16-matmul``,
+    ``bf16-autocast``), autocast dtype (None: no autocast) and whether a GradScaler is needed. On CUDA
+    ``trainer.precision`` decides (:func:`~mrc.train.precision.cuda_precision`; ``auto`` + an old
+    ``trainer.bf16: false`` = fp32); on the CPU ``trainer.cpu_bf16`` (unless ``trainer.precision`` forces fp32 /
+    fp16: :func:`~mrc.train.precision.cpu_override`), where auto = bf16 where the CPU has native bf16 units and
+    one product of e5_small's FFN shape, run the way ``trainer.cpu_bf16_via`` says, measures at least
+    ``BF16_MIN_SPEEDUP`` times the fp32 speed. Master weights, optimizer state, the heads' scores and losses and
+    decoding stay fp32 either way."""
     if str(device).startswith("cuda"):
-        return ("bf16", torch.bfloat16) if trainer.bf16 else ("fp32", None)
+        chosen = cuda_precision(trainer, device)
+        log.info("precision %s on %s (trainer.precision=%s, trainer.bf16=%s)", chosen.name,
+                 torch.cuda.get_device_name(device), trainer.get("precision", "auto"), trainer.get("bf16", True))
+        return chosen
+    forced = cpu_override(trainer)
+    if forced is not None:
+        return forced
     mode, native = cpu_bf16_mode(trainer.get("cpu_bf16", "auto")), cpu_has_bf16()
     via = str(trainer.get("cpu_bf16_via", "matmul"))
     if via not in VIAS:
@@ -190,12 +202,12 @@ def choose_precision(trainer: DictConfig, device: str) -> tuple[str, torch.dtype
         native = speedup >= BF16_MIN_SPEEDUP
     if mode == "false" or (mode == "auto" and not native):
         log.info("precision fp32 on the CPU (%s; %s; trainer.cpu_bf16=%s)", cpu_name(), units, mode)
-        return "fp32", None
+        return Precision("fp32")
     if not native:
         log.warning("trainer.cpu_bf16=true: this CPU (%s) has no AVX512-BF16 / AMX units; bf16 runs emulated, "
                     "slower than fp32 (set trainer.cpu_bf16=auto)", cpu_name())
     log.info("precision bf16 via %s on the CPU (%s; %s; trainer.cpu_bf16=%s)", via, cpu_name(), units, mode)
-    return f"bf16-{via}", (torch.bfloat16 if via == "autocast" else None)
+    return Precision(f"bf16-{via}", torch.bfloat16 if via == "autocast" else None)
 
 
 def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | None = None) -> float:
@@ -209,7 +221,8 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | No
     seed_everything(cfg.seed)
     if device == "cpu" and cfg.trainer.get("retain_freed_memory", True):
         retain_freed_memory()
-    precision, amp = choose_precision(cfg.trainer, device)
+    prec = choose_precision(cfg.trainer, device)
+    precision, amp = prec.name, prec.autocast_dtype
     set_bf16_matmuls(precision == "bf16-matmul")  # restored when the run ends (run())
     with distributed.main_first(d):
         root, train, train_stats, splits = load_data(cfg, run_dir, main=d.is_main)
@@ -223,8 +236,9 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | No
     instantiate(cfg.finetune).apply(model)  # freeze / adapters / LoRA
     model = model.to(device)
     attach_teacher(cfg.get("distill"), model, enc.tokenizer, cfg.data.max_len, device)  # distill.teacher
-    params = {**count_parameters(model), "precision": precision,
+    params = {**count_parameters(model), "precision": precision, "attention": attention_implementation(enc.model),
               "cpu": cpu_name() if device == "cpu" else torch.cuda.get_device_name(device)}
+    log.info("encoder attention: %s", params["attention"])
     log.info("parameters: %d trainable of %d (finetune=%s)", params["trainable"], params["total"],
              cfg.finetune._target_.rsplit(".", 1)[-1])
     geometry = dict(max_len=cfg.data.max_len, max_query_len=cfg.data.max_query_len, doc_stride=cfg.data.doc_stride)
@@ -254,23 +268,27 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | No
                                              "features": features, "root": str(root),
                                              **({"teacher_cache": teacher_cache} if teacher_cache else {})},
                                job, d, resume_state,
-                               params)
+                               params, scaler=grad_scaler(prec, device))
     finally:
         logger.finish()
 
 
 def _fit_and_report(cfg, run_dir, model, tokenizer, train, train_windows, splits, device, amp, logger, data_info,
-                    job, d: Dist = Dist(), resume_state: dict | None = None, params: dict | None = None):
+                    job, d: Dist = Dist(), resume_state: dict | None = None, params: dict | None = None, scaler=None):
     tr, pad_id = cfg.trainer, tokenizer.pad_token_id
     total, last = total_steps(train_windows, tr, d.world_size), n_epochs(tr)
     opt, sched = build_optimizer(model, cfg.optim, total)
     resumer = Resumer(cfg, run_dir, model, opt, sched, d)
     first_epoch, progress, run_state = resumer.restore(resume_state)
     net = distributed.wrap(model, d, device)
+    compiled = maybe_compile(net, tr)  # in place: the mode, or None
+    if params is not None:
+        params.update(compile=compiled or False, tf32=bool(tr.get("tf32", False)) and "cuda" in device)
     for epoch in range(first_epoch, last + 1):
         ep, run_state.step = train_epoch(model, train_windows, opt, sched, epoch=epoch, trainer=tr, pad_id=pad_id,
                                          device=device, amp_dtype=amp, logger=logger, step=run_state.step, net=net,
-                                         dist=d, start=progress, on_resume_point=resumer.step_saver(run_state, epoch))
+                                         dist=d, start=progress, on_resume_point=resumer.step_saver(run_state, epoch),
+                                         scaler=scaler)
         progress = None
         run_state.train_seconds += ep["seconds"]
         run_state.windows_trained += ep["windows"]
@@ -349,7 +367,8 @@ def _report(cfg, run_dir, train, train_windows, splits, device, logger, data_inf
             for m in METHODS if m in pool))
     if params:
         metrics["train"].update(trainable_params=params["trainable"], params=params["total"],
-                                precision=params.get("precision", "fp32"), cpu=params.get("cpu"))
+                                precision=params.get("precision", "fp32"), cpu=params.get("cpu"),
+                                **{k: params[k] for k in ("attention", "compile", "tf32") if k in params})
     if d.enabled:
         metrics["train"]["world_size"] = d.world_size
     if run_state.resumed:

@@ -58,7 +58,10 @@ ADDED_KEYS = {"optim.fused": False, "trainer.eval_each_epoch": True, "data.eval_
               "data.negatives.kinds": ["other_paragraph", "answer_removed"], "data.negatives.seed": 0,
               "data.negatives.calibration": True,
               # trainer.cpu_bf16=true meant bf16 autocast before oneDNN's bf16 matrix products were an option
-              "trainer.cpu_bf16_via": "autocast"}
+              "trainer.cpu_bf16_via": "autocast",
+              # GPU readiness: CUDA precision from trainer.bf16 alone, no TF32 switch, no torch.compile
+              "trainer.precision": "auto", "trainer.tf32": False, "trainer.compile": False,
+              "trainer.compile_mode": "default"}
 # Keys added later whose value in an older state is that of another key of the same state
 ADDED_FROM = {"head.span_max_len": "decode.max_answer_len"}
 
