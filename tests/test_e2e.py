@@ -13,7 +13,9 @@ from tests.conftest import ROOT, SHARED_DATA
 
 TINY = ["encoder.layers=1", "encoder.hidden_size=32", "encoder.intermediate_size=64", "encoder.heads=2",
         "data.max_len=64", "data.max_query_len=16", "data.doc_stride=16", "trainer.epochs=1",
-        "trainer.batch_size=16", "trainer.progress=false", "logger=none"]
+        "trainer.batch_size=16", "trainer.progress=false", "logger=none",
+        # fp32 pinned: tests compare runs across processes, and auto decides bf16 by timing a product
+        "trainer.cpu_bf16=false"]
 DEMO = ["experiment=demo", "data.prepare.n_train=160", "data.prepare.n_dev=24", "data.prepare.n_generalization=12",
         "data.prepare.n_checklist=30"] + TINY
 
