@@ -1,6 +1,6 @@
 """Score a finished run's calibration and pool splits again from its checkpoint with the current abstention code.
 
-    python experiments/abstention/rescore.py RUN_DIR OUT_DIR
+    python experiments/abstention/rescore.py RUN_DIR OUT_DIR [KEY=VALUE ...]   (e.g. decode.null_threshold=null)
 
 Writes OUT_DIR/{metrics.json, scores/, confidence/, splits/} like a run would (``python -m mrc.report.abstention
 OUT_DIR`` reads it), for runs that finished before runs wrote ``confidence/<split>.json`` and
@@ -23,10 +23,11 @@ from mrc.train.outputs import write_json
 from mrc.train.pipeline import evaluate_split, retune_nulls
 
 
-def main(run: Path, out: Path) -> None:
+def main(run: Path, out: Path, overrides: list[str]) -> None:
     cfg = OmegaConf.load(run / "config.yaml")  # the run's own resolved record
+    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))  # e.g. always answer: decode.null_threshold=null
     pool = list(cfg.decode.abstention_pool)
-    cfg.data.eval_splits = pool
+    cfg.data.eval_splits = [n for n in (cfg.data.get("eval_splits") or pool) if n != "calibration"]
     cfg.trainer.progress = False
     model, tokenizer, _ = checkpoint.load(run / "checkpoint")
     _, _, _, splits = load_data(cfg, out)
@@ -49,4 +50,4 @@ def main(run: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:])

@@ -15,6 +15,7 @@ case $prec in
 esac
 out=${MRC_OUTPUT:-outputs}/bf16_probe/$head-$prec-$tag
 rm -rf "$out"
+mkdir -p "$(dirname "$out")"
 OMP_NUM_THREADS=2 WANDB_MODE=disabled .venv/bin/python run.py experiment=cpu_small encoder=e5_small head=$head \
   data.limit_train=160 'data.eval_splits=[in_domain]' data.limit_eval=20 trainer.epochs=1 logger=none \
   trainer.save_checkpoint=false trainer.resume_every=0 $opts hydra.run.dir="$out" > "$out.log" 2>&1

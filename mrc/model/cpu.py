@@ -49,8 +49,9 @@ def bf16_units() -> list[str]:
 # - matmul: tensors stay fp32 and oneDNN computes fp32 matrix products with bf16 inputs and fp32 accumulation
 #   (its bf16 "math mode", torch.backends.mkldnn.matmul.fp32_precision = "bf16"): no cast ops anywhere.
 # - autocast: torch.autocast casts the encoder's activations and weights to bf16 around every product.
-# On the project's Intel Xeon (AVX512-BF16, no AMX) an e5_small training step ran 1.24x faster via matmul and
-# 0.74x (slower) via autocast; the 1024x384 @ 384x1536 product alone 1.73x and 0.55x (experiments/perf).
+# Neither is faster than fp32 on every CPU with bf16 units: on the project's Intel Xeon (AVX512-BF16, no AMX) the
+# 1024x384 @ 384x1536 product ran 0.86-0.91x (matmul) and 0.51-0.57x (autocast) the fp32 speed on an idle
+# machine (experiments/perf/bf16_training.md), so auto measures before it chooses.
 VIAS = ("matmul", "autocast")
 # auto turns bf16 on only where the chosen way measured at least this much faster than fp32 on one product of
 # e5_small's FFN shape: a CPU can have the units and still lose, and the margin keeps noise from flipping it.
