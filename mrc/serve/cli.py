@@ -31,26 +31,25 @@ def port_number(text: str) -> int:
     return value
 
 
-def seconds(text: str) -> float:
-    """argparse type: a finite number of seconds > 0."""
+def _finite(text: str, ok, not_a_number: str, out_of_range: str) -> float:
+    """``text`` as a finite float for which ``ok(value)`` holds, else argparse's one-line error."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+        raise argparse.ArgumentTypeError(f"{text!r} {not_a_number}") from None
+    if not math.isfinite(value) or not ok(value):
+        raise argparse.ArgumentTypeError(f"{text} {out_of_range}")
     return value
+
+
+def seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    return _finite(text, lambda v: v > 0, "is not a number of seconds", "is not a positive number of seconds")
 
 
 def fraction(text: str) -> float:
     """argparse type: a number from 0 to 1 (a minimum confidence)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give 0..1") from None
-    if not math.isfinite(value) or not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text} is outside 0..1 (0: always answer)")
-    return value
+    return _finite(text, lambda v: 0 <= v <= 1, "is not a number; give 0..1", "is outside 0..1 (0: always answer)")
 
 
 def host_list(text: str) -> list[str]:
