@@ -5,7 +5,7 @@ import logging
 import pytest
 from omegaconf import OmegaConf
 
-from mrc.data.negatives import (KINDS, build_negatives, contains_answer, cut_answers, quotas, split_sentences,
+from mrc.data.negatives import (DEFAULT_KINDS, KINDS, build_negatives, contains_answer, cut_answers, quotas, split_sentences,
                                 total_counts)
 from mrc.data.squad import Example, load_squad
 from mrc.train.inputs import ConfigError, load_data
@@ -67,7 +67,8 @@ def test_whitespace_is_ignored_when_checking_for_an_answer():
 
 
 def test_the_share_is_split_evenly_between_kinds(examples):
-    assert quotas(5, KINDS) == {"other_paragraph": 3, "answer_removed": 2}
+    assert quotas(5, DEFAULT_KINDS) == {"other_paragraph": 3, "answer_removed": 2}
+    assert quotas(5, KINDS) == {"other_paragraph": 2, "similar_paragraph": 2, "answer_removed": 1}
     answerable = sum(not e.is_impossible for e in examples)
     for share in (0.0, 0.25, 0.5, 1.0):
         (negs,), (counts,) = build_negatives([examples], share)
@@ -140,14 +141,14 @@ def test_load_data_adds_negatives_to_training_only_counts_and_logs_them(tmp_path
     _, train, stats, splits = load_data(cfg, tmp_path / "run")
     negs = [e for e in train if e.is_impossible]
     assert len(train) == 30 and len(negs) == 10
-    assert stats[0]["negatives"] == {"questions": 20, "wanted": 10, "added": 10, "other_paragraph": 5,
-                                     "answer_removed": 5, "no_paragraph": 0}
+    assert stats[0]["negatives"] == {"questions": 20, "wanted": 10, "added": 10, "other_paragraph": 4,
+                                     "similar_paragraph": 3, "answer_removed": 3, "no_paragraph": 0}
     train_contexts = {p["context"] for p in squad([paragraph(i) for i in range(10)])["data"][0]["paragraphs"]}
     dev_contexts = {e.context for e in splits["in_domain"].examples}
     by_id = {e.id: e for e in train}
     for n in negs:  # another training paragraph, or sentences of its own paragraph in their order
-        if n.id.endswith("#neg-para"):
-            assert n.context in train_contexts
+        if n.id.endswith(("#neg-para", "#neg-sim")):
+            assert n.context in train_contexts and n.context != by_id[n.id.split("#")[0]].context
         else:
             rest = iter(split_sentences(by_id[n.id.split("#")[0]].context))
             assert all(any(s.strip() == r.strip() for r in rest) for s in split_sentences(n.context))
@@ -156,7 +157,8 @@ def test_load_data_adds_negatives_to_training_only_counts_and_logs_them(tmp_path
     assert {e.id for e in splits["in_domain"].examples} == dev_ids and not any(
         e.is_impossible for e in splits["in_domain"].examples)
     line = [r.getMessage() for r in caplog.records if r.getMessage().startswith("negatives:")]
-    assert line == ["negatives: added 10 (other_paragraph 5, answer_removed 5) to 20 training questions; "
+    assert line == ["negatives: added 10 (other_paragraph 4, similar_paragraph 3, answer_removed 3) to 20 training "
+                    "questions; "
                     "0 questions had no usable paragraph"]
     _, again, _, _ = load_data(cfg, tmp_path / "run2")
     assert [(e.id, e.context) for e in again] == [(e.id, e.context) for e in train]

@@ -34,6 +34,7 @@ class Window:
     labels: list[tuple[int, int]] = field(default_factory=lambda: [(0, 0)])
     question_match: np.ndarray | None = None  # (L,) bool: context token whose id occurs in the question
     teacher: tuple | None = None  # distill.cache: (rows, cols, logp, log_rest), mrc.model.distill.teacher_top_k
+    unanswerable: bool = False    # a window of an unanswerable question (trainer.negative_window_keep)
 
 
 @dataclass
@@ -140,6 +141,7 @@ def build_windows(examples: list[Example], tokenizer, *, max_len: int, max_query
         for w0 in window_starts(len(ids), budget, doc_stride):
             w1 = min(w0 + budget, len(ids))
             windows.append(_make_window(idx, head, ids[w0:w1], offs[w0:w1], sep, w0, w1, gold_tok))
+            windows[-1].unanswerable = bool(ex.is_impossible)
     stats.windows = len(windows)
     if stats.questions_truncated:
         log.info("%d questions truncated to max_query_len=%d", stats.questions_truncated, max_query_len)

@@ -5,6 +5,10 @@ answers. These builders pair real training questions with contexts that cannot a
 
 * ``other_paragraph``: the question over another paragraph of the same source file that contains none of
   its answers (exact substring check, and again with all whitespace removed from both sides);
+* ``similar_paragraph``: the question over the paragraph of the same source file that shares the most
+  question character bigrams with it (each bigram weighted by its inverse paragraph frequency), among
+  those that are not its own and contain none of its answers: a hard negative on the question's topic,
+  as a search engine would return it;
 * ``answer_removed``: the question over its own paragraph with every sentence that holds an answer cut out
   (sentences end at 。！？!?；; or a newline; the rest keeps its order). Skipped when nothing is left or an
   answer still occurs.
@@ -20,10 +24,14 @@ import re
 from collections import Counter
 from typing import Sequence
 
+import numpy as np
+from scipy import sparse
+
 from mrc.data.squad import Example
 
-KINDS = ("other_paragraph", "answer_removed")
-SUFFIX = {"other_paragraph": "#neg-para", "answer_removed": "#neg-cut"}
+KINDS = ("other_paragraph", "similar_paragraph", "answer_removed")
+DEFAULT_KINDS = ("other_paragraph", "answer_removed")  # data.negatives.kinds when a config names none
+SUFFIX = {"other_paragraph": "#neg-para", "similar_paragraph": "#neg-sim", "answer_removed": "#neg-cut"}
 # Split after each sentence end, keeping it with its sentence, so the kept sentences join back verbatim.
 _SENTENCE_END = re.compile(r"(?<=[。！？!?；;\n])")
 _SPACE = re.compile(r"\s+")
@@ -100,6 +108,56 @@ def other_paragraph(ex: Example, paragraphs: Sequence[tuple[str, str]], rng: ran
     return next((paragraphs[(start + k) % n][0] for k in range(n) if usable((start + k) % n)), None)
 
 
+def bigrams(text: str) -> set[str]:
+    """The character bigrams of ``text`` without whitespace (a single character counts as its own bigram)."""
+    t = squeeze(text).lower()
+    return {t[i:i + 2] for i in range(len(t) - 1)} or ({t} if t else set())
+
+
+class ParagraphIndex:
+    """Binary bigram-by-paragraph matrix of one file's paragraphs with inverse paragraph frequencies: the
+    ranking behind ``similar_paragraph``. A paragraph's score is the idf sum of the question bigrams it
+    holds over ``1 - b + b * n / mean n`` (n: its distinct bigrams), so that a long paragraph does not win
+    every question on common bigrams alone (BM25's length normalisation with binary term counts)."""
+
+    B = 0.75
+
+    def __init__(self, paragraphs: Sequence[tuple[str, str]]):
+        vocab: dict[str, int] = {}
+        rows, cols = [], []
+        for j, (text, _) in enumerate(paragraphs):
+            for b in bigrams(text):
+                rows.append(vocab.setdefault(b, len(vocab)))
+                cols.append(j)
+        self.vocab = vocab
+        self.matrix = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
+                                        shape=(len(vocab), len(paragraphs)))
+        df = np.asarray(self.matrix.sum(axis=1)).ravel()
+        self.idf = np.log((1 + len(paragraphs)) / (1 + df)).astype(np.float32)
+        n = np.asarray(self.matrix.sum(axis=0)).ravel()
+        self.norm = (1 - self.B + self.B * n / max(n.mean(), 1.0)).astype(np.float32)
+
+    def ranking(self, question: str) -> np.ndarray:
+        """Paragraph indices, most similar to ``question`` first (ties: lower index first)."""
+        ids = [self.vocab[b] for b in bigrams(question) if b in self.vocab]
+        if not ids:
+            return np.arange(self.matrix.shape[1])
+        scores = np.asarray(self.matrix[ids].T @ self.idf[ids]).ravel() / self.norm
+        return np.lexsort((np.arange(len(scores)), -scores))
+
+
+def similar_paragraph(ex: Example, paragraphs: Sequence[tuple[str, str]], index: ParagraphIndex,
+                      limit: int = 50) -> str | None:
+    """The paragraph most similar to ``ex.question`` (among the ``limit`` best) that is not ``ex``'s own and
+    holds none of its answers, or None."""
+    answers, own = answer_texts(ex), squeeze(ex.context)
+    for i in index.ranking(ex.question)[:limit]:
+        text, squeezed = paragraphs[i]
+        if squeezed != own and not contains_answer(text, answers, squeezed):
+            return text
+    return None
+
+
 def quotas(n: int, kinds: Sequence[str]) -> dict[str, int]:
     """``n`` negatives split evenly between ``kinds`` (the first kinds take the remainder)."""
     return {k: n // len(kinds) + (i < n % len(kinds)) for i, k in enumerate(kinds)}
@@ -111,6 +169,7 @@ def _negatives_of_file(examples: Sequence[Example], share: float, kinds: Sequenc
     wanted = round(share * len(answerable))
     paragraphs = [(c, squeeze(c)) for c in dict.fromkeys(e.context for e in examples)]
     taken = {e.id for e in examples}
+    index = ParagraphIndex(paragraphs) if "similar_paragraph" in kinds and paragraphs else None
     made: Counter = Counter()
     unusable: set[str] = set()
     out: list[Example] = []
@@ -120,7 +179,12 @@ def _negatives_of_file(examples: Sequence[Example], share: float, kinds: Sequenc
             if made[kind] == quota:
                 break
             ex = answerable[i]
-            context = other_paragraph(ex, paragraphs, rng) if kind == "other_paragraph" else cut_answers(ex)
+            if kind == "other_paragraph":
+                context = other_paragraph(ex, paragraphs, rng)
+            elif kind == "similar_paragraph":
+                context = similar_paragraph(ex, paragraphs, index) if index is not None else None
+            else:
+                context = cut_answers(ex)
             qid = ex.id + SUFFIX[kind]
             if context is None or qid in taken:
                 unusable.add(ex.id)
@@ -133,7 +197,7 @@ def _negatives_of_file(examples: Sequence[Example], share: float, kinds: Sequenc
     return out, counts
 
 
-def build_negatives(groups: Sequence[Sequence[Example]], share: float, kinds: Sequence[str] = KINDS,
+def build_negatives(groups: Sequence[Sequence[Example]], share: float, kinds: Sequence[str] = DEFAULT_KINDS,
                     seed: int = 0) -> tuple[list[list[Example]], list[dict]]:
     """Unanswerable examples for each group (the examples of one source file): ``round(share * answerable)``
     per group, split evenly between ``kinds``; returns (negatives per group, counts per group).

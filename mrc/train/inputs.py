@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from mrc.data.download import resolve_data_root
-from mrc.data.negatives import KINDS, build_negatives, check_options, total_counts
+from mrc.data.negatives import DEFAULT_KINDS, KINDS, build_negatives, check_options, total_counts
 from mrc.data.squad import DataError, Example, clean_squad, load_squad, read_json
 from mrc.data.subsets import in_eval_part, select_questions
 from mrc.eval.metric import describe_notes, load_references, notes
@@ -109,7 +109,7 @@ class Negatives:
     gets its own."""
 
     share: float = 0.0
-    kinds: tuple[str, ...] = KINDS
+    kinds: tuple[str, ...] = DEFAULT_KINDS
     seed: int = 0
     calibration: bool = True
 
@@ -121,7 +121,7 @@ def negative_options(cfg: DictConfig) -> Negatives:
     if set(opts) - known:
         raise ConfigError(f"data.negatives: unknown keys {sorted(set(opts) - known)}; known: {sorted(known)}")
     try:
-        kinds = check_options(opts.get("share", 0.0), list(opts.get("kinds", KINDS)))
+        kinds = check_options(opts.get("share", 0.0), list(opts.get("kinds", DEFAULT_KINDS)))
     except ValueError as e:
         raise ConfigError(f"data.negatives: {e}") from None
     seed, cal = opts.get("seed", 0), opts.get("calibration", True)
@@ -173,9 +173,9 @@ def make_negatives(groups: list[list[Example]], opts: Negatives, stats: list[dic
     for st, c in zip(stats or [], counts):
         st["negatives"] = c
     t = total_counts(counts)
-    log.info("negatives: added %d (other_paragraph %d, answer_removed %d) to %d %s questions; %d questions had "
-             "no usable paragraph", t["added"], t["other_paragraph"], t["answer_removed"], t["questions"], what,
-             t["no_paragraph"])
+    by_kind = ", ".join(f"{k} {t[k]}" for k in KINDS if k in opts.kinds)
+    log.info("negatives: added %d (%s) to %d %s questions; %d questions had no usable paragraph", t["added"],
+             by_kind, t["questions"], what, t["no_paragraph"])
     return built
 
 

@@ -66,8 +66,10 @@ def steps_per_epoch(windows: list[Window], trainer, world_size: int = 1, fractio
     """Expected optimizer steps in one epoch (a last partial accumulation still steps); with
     ``world_size`` DDP ranks each runs ceil(batches / world_size) batches; ``fraction`` < 1: the
     steps of a fractional last epoch."""
-    n_null = sum(w.labels[0] == (0, 0) for w in windows)
-    n = len(windows) - n_null + round(n_null * min(trainer.null_window_keep, 1.0))
+    keep, neg_keep = window_keeps(trainer)
+    n_neg = sum(w.unanswerable for w in windows)
+    n_null = sum(w.labels[0] == (0, 0) for w in windows) - n_neg
+    n = len(windows) - n_null - n_neg + round(n_null * keep) + round(n_neg * neg_keep)
     per_rank = limit_batches(math.ceil(math.ceil(n / trainer.batch_size) / world_size), fraction)
     return math.ceil(per_rank / trainer.grad_accum)
 
@@ -78,19 +80,39 @@ def total_steps(windows: list[Window], trainer, world_size: int = 1) -> int:
                for e in range(1, n_epochs(trainer) + 1))
 
 
-def epoch_windows(windows: list[Window], keep: float, seed: int) -> list[Window]:
-    """All answer-bearing windows plus a fresh random ``keep`` share of the no-answer ones."""
-    if keep >= 1.0:
+def window_keeps(trainer) -> tuple[float, float]:
+    """(share of no-answer windows of answerable questions, share of windows of unanswerable questions)
+    trained each epoch: ``trainer.null_window_keep`` and ``trainer.negative_window_keep`` (null: the same)."""
+    shares = {}
+    for key in ("null_window_keep", "negative_window_keep"):
+        v = trainer.get(key)
+        if key == "negative_window_keep" and v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+            raise ValueError(f"trainer.{key}={v!r}: must be a number in [0, 1]")
+        shares[key] = float(v)
+    keep = shares["null_window_keep"]
+    return keep, shares.get("negative_window_keep", keep)
+
+
+def epoch_windows(windows: list[Window], keep: float, seed: int, negative_keep: float | None = None) -> list[Window]:
+    """All answer-bearing windows plus a fresh random ``keep`` share of the no-answer ones (``negative_keep``
+    of those of unanswerable questions; None: ``keep``). One draw per no-answer window either way, so the
+    sample of the others does not depend on ``negative_keep``."""
+    negative_keep = keep if negative_keep is None else negative_keep
+    if keep >= 1.0 and negative_keep >= 1.0:
         return windows
     rng = np.random.default_rng(seed)
-    return [w for w in windows if w.labels[0] != (0, 0) or rng.random() < keep]
+    return [w for w in windows
+            if w.labels[0] != (0, 0) or rng.random() < (negative_keep if w.unanswerable else keep)]
 
 
 def epoch_batches(windows: list[Window], trainer, epoch: int) -> tuple[list[Window], list[list[int]]]:
     """The epoch's window sample and its global batch order: pure functions of ``trainer.seed`` and
     ``epoch`` (so a resumed run recomputes them instead of storing them)."""
     seed = trainer.seed * 1000 + epoch
-    windows = epoch_windows(windows, trainer.null_window_keep, seed)
+    keep, negative_keep = window_keeps(trainer)
+    windows = epoch_windows(windows, keep, seed, negative_keep)
     return windows, batches([len(w.input_ids) for w in windows], trainer.batch_size, shuffle=True, seed=seed)
 
 

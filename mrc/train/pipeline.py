@@ -37,7 +37,7 @@ from mrc.train.resume import Resumer, RunProgress, preflight
 from mrc.train.run_lock import run_lock
 from mrc.train.outputs import write_outputs
 from mrc.train.teacher import attach_teacher, cache_teacher
-from mrc.train.loop import build_optimizer, n_epochs, total_steps, train_epoch
+from mrc.train.loop import build_optimizer, n_epochs, total_steps, train_epoch, window_keeps
 from mrc.train.precision import Precision, cpu_override, cuda_precision, grad_scaler, maybe_compile, tf32_scope
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,10 @@ def check_geometry(cfg: DictConfig, encoder_config=None) -> None:
         check_lengths(data.max_len, data.max_query_len, data.doc_stride)
     except ValueError as e:
         raise ConfigError(f"data.max_len / data.max_query_len / data.doc_stride: {e}") from None
+    try:
+        window_keeps(cfg.trainer)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     limit = max_positions(encoder_config) if encoder_config is not None else cfg.encoder.get("max_position")
     if isinstance(limit, int) and data.max_len > limit:
         where = "encoder.max_position" if encoder_config is None else f"the encoder {cfg.encoder.get('name_or_path')}"

@@ -61,7 +61,9 @@ ADDED_KEYS = {"optim.fused": False, "trainer.eval_each_epoch": True, "data.eval_
               "trainer.cpu_bf16_via": "autocast",
               # GPU readiness: CUDA precision from trainer.bf16 alone, no TF32 switch, no torch.compile
               "trainer.precision": "auto", "trainer.tf32": False, "trainer.compile": False,
-              "trainer.compile_mode": "default"}
+              "trainer.compile_mode": "default",
+              # every no-answer window was sampled at null_window_keep before negatives had their own share
+              "trainer.negative_window_keep": None}
 # Keys added later whose value in an older state is that of another key of the same state
 ADDED_FROM = {"head.span_max_len": "decode.max_answer_len"}
 
