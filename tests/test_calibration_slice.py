@@ -123,6 +123,36 @@ def test_tune_on_calibration_needs_the_slice_and_is_checked_before_training(root
     assert CALIBRATION in splits
 
 
+@pytest.mark.parametrize("decode, match", [
+    ({"tune_for": "recall"}, r"decode\.tune_for='recall': must be one of f1, answerable_loss"),
+    ({"tune_for": "answerable_loss", "answerable_loss": -1}, r"decode\.answerable_loss=-1: must be a number"),
+    ({"tune_for": "answerable_loss", "answerable_loss": "1%"}, r"decode\.answerable_loss='1%': must be a number"),
+])
+def test_bad_tune_for_options_are_one_line_config_errors(root, tmp_path, decode, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        load_data(cfg_for(root, decode={"null_threshold": "tune", "tune_on": "calibration", **decode},
+                          calibration_share=0.1), tmp_path / "run")
+    assert "\n" not in str(err.value)
+
+
+def test_retune_nulls_for_answerable_loss_records_what_it_aimed_at():
+    from mrc.eval.metric import GoldQuestion
+    from mrc.train.pipeline import retune_nulls
+    from mrc.train.splits import Split
+
+    def nbest(null, best):
+        return {"null_score": null, "candidates": [{"text": "甲", "score": best}]}
+
+    gold = [GoldQuestion("c1", ("甲",), False), GoldQuestion("c2", ("甲",), False), GoldQuestion("c3", (), True)]
+    results = {"calibration": {"nbest": {"c1": nbest(0.0, 1.0), "c2": nbest(2.0, 0.0), "c3": nbest(1.0, 0.0)},
+                               "summary": {}}}
+    splits = {"calibration": Split("calibration", None, [], gold, {})}
+    retune_nulls(results, splits, "calibration", "answerable_loss", 50.0)  # c2 (diff 2) may go, c1 may not
+    summary = results["calibration"]["summary"]
+    assert summary["null_threshold"] == -1.0 and summary["null_threshold_tuned_for"] == "answerable_loss"
+    assert results["calibration"]["predictions"] == {"c1": "甲", "c2": "", "c3": ""}
+
+
 def test_retune_nulls_applies_the_threshold_tuned_on_calibration_to_every_split():
     """Reads pipeline.retune_nulls: tuned on ``tune_on`` only, applied to (and recorded in) every split."""
     from mrc.eval.metric import GoldQuestion

@@ -95,7 +95,7 @@ def test_a_non_finite_loss_stops_the_epoch(device, monkeypatch):
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_train_epoch_resumes_exactly(device, precision):
     """Mid-epoch resume reproduces the uninterrupted epoch (deterministic kernels on CUDA). The GradScaler's
-    state is carried by hand here: the run's resumable state (mrc/train/resume.py) does not store it yet."""
+    state is carried by hand here; the run's resumable state stores it too (tests/test_data_path.py)."""
     need(precision, device)
     prec, ws, saved = BY_NAME[precision], windows(40), {}
     kw = dict(epoch=1, trainer=TRAINER, pad_id=0, device=device, amp_dtype=prec.autocast_dtype, logger=NullLogger())
@@ -162,7 +162,7 @@ def test_demo_run_saves_loads_and_predicts(device, precision, tmp_path, monkeypa
     assert metrics["train"]["precision"] == expected and metrics["train"]["attention"] == "sdpa"
     preds = json.loads((tmp_path / "predictions" / "in_domain.json").read_text())
     again = tmp_path / "again.json"
-    subprocess.run([sys.executable, "-m", "mrc.predict", str(tmp_path / "checkpoint"),
+    subprocess.run([sys.executable, "-m", "mrc", "predict", str(tmp_path / "checkpoint"),
                     str(tmp_path / "data" / "demo" / "dev.json"), str(again), "--device", device],
                    capture_output=True, text=True, check=True, cwd=ROOT)
     reloaded = json.loads(again.read_text())

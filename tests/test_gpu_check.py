@@ -23,6 +23,10 @@ def test_gpu_check_dry_run_writes_its_report(tmp_path):
     assert runs == {("fp32", False), ("bf16", False), ("fp16", False), ("fp32", True)}
     assert all(r["windows_per_s"] > 0 for r in speed["runs"]) and "| fp16 |" in (tmp_path / "speed.md").read_text()
     assert " passed" in (tmp_path / "pytest.log").read_text() and " failed" not in (tmp_path / "pytest.log").read_text()
+    bench = json.loads((tmp_path / "bench_train.json").read_text())  # (c): ours and the HF peer, tiny shape, CPU
+    assert {(r["side"], r["variant"]) for r in bench["runs"]} == {(s, v) for s in ("ours", "hf") for v in ("fp32", "fp16")}
+    assert all("error" not in r and r["windows_per_s"] > 0 and r["mfu"] is None for r in bench["runs"])
+    assert json.loads((tmp_path / "check.json").read_text())["bench_ok"] and (tmp_path / "bench_train.md").is_file()
 
 
 def test_gpu_check_refuses_a_missing_out_dir():

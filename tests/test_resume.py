@@ -79,11 +79,12 @@ def test_run_progress_json_round_trip():
     assert "nbest" not in RunProgress.from_json(run.to_json(keep_nbest=False)).best_results["in_domain"]
 
 
-def windows(n: int, seed: int = 0) -> list[Window]:
+def windows(n: int, seed: int = 0, lengths: tuple[int, int] = (6, 12)) -> list[Window]:
+    """``n`` random windows of ``lengths[0]`` to ``lengths[1] - 1`` tokens, each with a gold span."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
-        L = int(rng.integers(6, 12))
+        L = int(rng.integers(*lengths))
         s = int(rng.integers(1, L - 1))
         out.append(Window(0, rng.integers(5, 12, L), np.zeros(L, np.int64), np.ones(L, bool),
                           np.zeros((L, 2), np.int64), [(s, s + int(rng.integers(0, L - s)))]))
@@ -182,7 +183,7 @@ def edit_json(key, **values):
     (lambda s: s.update(rng=s["rng"] * 2), r"holds RNG states for 2 process\(es\), written by 1"),
 ])
 def test_a_state_out_of_range_is_refused_in_one_line(tmp_path, change, message):
-    from mrc.train.errors import user_error
+    from mrc.errors import user_error
     from mrc.train.resume import ResumeError
 
     model = tiny_model()

@@ -9,7 +9,7 @@ from mrc.data.batching import batches, collate
 from mrc.model.encoder import tiny_bert
 from mrc.data.features import Window
 from mrc.model.span_model import SpanModel
-from mrc.train.loop import build_optimizer, epoch_windows, steps_per_epoch
+from mrc.train.loop import build_optimizer, epoch_windows, steps_per_epoch, window_keeps
 
 OPTIM = OmegaConf.create({"encoder_lr": 1e-4, "head_lr": 1e-2, "weight_decay": 0.1, "warmup_ratio": 0.25,
                           "betas": [0.9, 0.999], "eps": 1e-8})
@@ -130,3 +130,23 @@ def test_demo_run_with_torch_compile(tmp_path):
     train = json.loads((tmp_path / "metrics.json").read_text())["train"]
     assert train["compile"] == "default" and train["attention"] == "sdpa" and 0 <= f1 <= 100
     assert (tmp_path / "checkpoint" / "span.safetensors").is_file()  # in-place compile: names unchanged
+
+
+def test_negative_windows_have_their_own_share():
+    neg = [window(4) for _ in range(50)]
+    for w in neg:
+        w.unanswerable = True
+    ws = [window(4, (1, 2))] * 10 + [window(4)] * 50 + neg
+    kept = epoch_windows(ws, 0.2, seed=3, negative_keep=1.0)
+    assert sum(w.unanswerable for w in kept) == 50 and 2 <= sum(w.labels[0] == (0, 0) and not w.unanswerable
+                                                                for w in kept) <= 22
+    # null (the default) draws exactly as before the option existed
+    assert epoch_windows(ws, 0.2, seed=3, negative_keep=None) == epoch_windows(ws, 0.2, seed=3)
+    # the answerable questions' null windows are the same whatever the negatives' share
+    others = [w for w in epoch_windows(ws, 0.2, seed=3, negative_keep=0.0) if not w.unanswerable]
+    assert others == [w for w in epoch_windows(ws, 0.2, seed=3) if not w.unanswerable]
+    tr = OmegaConf.create({"null_window_keep": 0.2, "negative_window_keep": 1.0, "batch_size": 10, "grad_accum": 1})
+    assert steps_per_epoch(ws, tr) == 7  # 10 + 10 + 50 windows
+    for bad in (1.5, -0.1, "all", True):
+        with pytest.raises(ValueError, match="trainer.negative_window_keep"):
+            window_keeps(OmegaConf.create({"null_window_keep": 0.2, "negative_window_keep": bad}))

@@ -1,6 +1,7 @@
 """Speed benchmark against the HuggingFace peer, in one process, on one tiny encoder config.
 
     python -m mrc.bench [--data ../shared/data/dureader_robust/dev.json] [--vocab VOCAB] [--out bench.json]
+    python -m mrc.bench --device cuda|cpu|auto [...]   # training speed per precision: mrc.bench.train_speed
 
 Both sides start from the same randomly initialised tiny BERT and see the same questions with the same
 ``max_len`` / ``doc_stride``. The file's first ``--n-eval`` questions are evaluated, the rest trained on
@@ -184,10 +185,12 @@ def peer_eval(model, tokenizer, examples, gold, kw, pipeline: bool, args) -> dic
 
 def parse_args(argv=None):
     root = Path(__file__).resolve().parents[3] / "shared"
-    ap = argparse.ArgumentParser(description="Benchmark our training/evaluation against the HuggingFace peer.")
+    ap = argparse.ArgumentParser(description="Benchmark our training/evaluation against the HuggingFace peer; with "
+                                 "--device, training speed per precision on that device (mrc.bench.train_speed).")
     ap.add_argument("--data", default=str(root / "data" / "dureader_robust" / "dev.json"))
     ap.add_argument("--vocab", default=str(root / "vocab" / "bert-base-chinese" / "vocab.txt"))
-    ap.add_argument("--out", default="bench.json")
+    ap.add_argument("--out", default=None, help="JSON written (default bench.json; with --device bench_train.json, "
+                                                "and a .md table beside it)")
     ap.add_argument("--heads", default=",".join(HEADS))
     ap.add_argument("--n-eval", type=int, default=700, help="first N questions are evaluated, the rest trained on")
     ap.add_argument("--n-train", type=int, default=None, help="cap on training questions")
@@ -211,6 +214,25 @@ def parse_args(argv=None):
                          "bench once per precision on the same machine to compare the ratios")
     ap.add_argument("--null-window-keep", type=float, default=0.2,
                     help="extra softmax row trained with this share of no-answer windows (trainer.null_window_keep)")
+    speed = ap.add_argument_group("training speed on a device (--device; mrc.bench.train_speed)")
+    speed.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None,
+                       help="measure training speed on this device instead of the CPU comparison above")
+    speed.add_argument("--shape", choices=("base", "tiny"), default="base",
+                       help="random-init BERT: base = roberta_wwm's 12 x 768, vocab 21128; tiny = 1 x 32 (tests)")
+    speed.add_argument("--variants", default=None,
+                       help="comma-separated fp32 / tf32 / bf16 / fp16 / auto, each optionally +compile (default: "
+                            "CUDA fp32 and its native half precisions, those also compiled; CPU fp32)")
+    speed.add_argument("--sides", default="ours,hf", help="ours, hf (the Trainer peer) or both")
+    speed.add_argument("--windows", type=int, default=None, help="windows per timed epoch (default 64 batches on "
+                                                                 "CUDA, 8 on the CPU)")
+    speed.add_argument("--length", type=int, default=None, help="window length (default 384; tiny 64)")
+    speed.add_argument("--inputs", choices=("synthetic", "data"), default="synthetic",
+                       help="synthetic windows, or the training windows of --data")
+    speed.add_argument("--warmup-batches", type=int, default=5, help="untimed batches first (compiles happen there)")
+    speed.add_argument("--num-workers", type=int, default=0,
+                       help="collating workers (trainer.num_workers; the peer's dataloader_num_workers)")
+    speed.add_argument("--peak-tflops", type=float, default=None,
+                       help="peak TFLOP/s for MFU (CPU, or a GPU missing from mrc.bench.peaks)")
     return ap.parse_args(argv)
 
 
@@ -226,6 +248,9 @@ def load_encoder(args, data: Path):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.device is not None:
+        from mrc.bench import train_speed
+        return train_speed.main(args)
     with matmul_precision_scope():
         set_bf16_matmuls(args.precision == "bf16-matmul")
         return _bench(args)
@@ -268,7 +293,8 @@ def _bench(args) -> int:
                                           if k in ("F1", "EM")}}
     result["peer"] = peer_rows(enc.model, enc.tokenizer, train, examples, gold, softmax, args)
     result["ratios"] = ratios(result)
-    Path(args.out).write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+    out = args.out or "bench.json"
+    Path(out).write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
     print(table(result))
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 0

@@ -7,7 +7,8 @@ features padded to ``max_length``, ``Trainer.predict`` for the logits, then the 
 post-processing (the top ``n_best`` start and end logits of every feature, every pair checked in Python).
 Both are written here from their documented behaviour; the defaults are the example's defaults
 (``max_seq_length`` 384, ``doc_stride`` 128, padding to max length, batch size 8, ``n_best_size`` 20,
-``max_answer_length`` 30).
+``max_answer_length`` 30). :func:`train_timed` is the peer of the training-speed bench (:mod:`mrc.bench.train_speed`):
+our windows as the example's features, on any device and precision, timed after its warm-up steps.
 """
 from __future__ import annotations
 
@@ -16,10 +17,14 @@ import time
 
 import numpy as np
 import torch
-from transformers import (BertConfig, BertForQuestionAnswering, DataCollatorWithPadding, Trainer, TrainingArguments,
-                          default_data_collator)
+from transformers import (BertConfig, BertForQuestionAnswering, DataCollatorWithPadding, Trainer, TrainerCallback,
+                          TrainingArguments, default_data_collator)
 
+from mrc.bench.measure import memory_probe, peak_memory, reset_peak, sync
+from mrc.data.features import Window
 from mrc.data.squad import Example
+from mrc.model.encoder import attention_implementation
+from mrc.train.precision import tf32_scope
 
 
 def has_qa_pipeline() -> bool:
@@ -73,8 +78,12 @@ def _inputs(enc, i: int) -> dict:
     return {k: enc[k][i] for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc}
 
 
-def training_args(out_dir: str, batch_size: int, seed: int, group_by_length: bool) -> TrainingArguments:
-    """TrainingArguments as the example runs them on CPU, with nothing saved or reported."""
+def training_args(out_dir: str, batch_size: int, seed: int, group_by_length: bool, *, device: str = "cpu",
+                  precision: str = "fp32", compile: bool = False, workers: int = 0) -> TrainingArguments:
+    """TrainingArguments as the example runs them (on the CPU unless ``device`` is CUDA), with nothing saved or
+    reported; ``precision`` fp32 / bf16 / fp16 (the Trainer's ``bf16`` / ``fp16`` autocast, fp16 with its loss
+    scaler), ``compile``: its ``torch_compile``, ``workers``: ``dataloader_num_workers``. TF32 is left as the caller
+    set it (``tf32=None``)."""
     fields = TrainingArguments.__dataclass_fields__
     if "train_sampling_strategy" in fields:  # transformers >= 5 names the length-grouped sampler this way
         grouping = {"train_sampling_strategy": "group_by_length" if group_by_length else "random"}
@@ -83,7 +92,9 @@ def training_args(out_dir: str, batch_size: int, seed: int, group_by_length: boo
     return TrainingArguments(output_dir=out_dir, per_device_train_batch_size=batch_size,
                              per_device_eval_batch_size=batch_size, num_train_epochs=1, learning_rate=5e-5,
                              seed=seed, report_to="none", save_strategy="no", logging_strategy="no",
-                             disable_tqdm=True, use_cpu=True, dataloader_num_workers=0, **grouping)
+                             disable_tqdm=True, use_cpu=not str(device).startswith("cuda"),
+                             dataloader_num_workers=workers, bf16=precision == "bf16", fp16=precision == "fp16",
+                             torch_compile=compile, **grouping)
 
 
 def train(model, tokenizer, examples: list[Example], *, max_len: int, doc_stride: int, batch_size: int,
@@ -162,3 +173,60 @@ def evaluate_pipeline(model, tokenizer, examples: list[Example], *, max_len: int
              doc_stride=doc_stride, max_seq_len=max_len, max_answer_len=30, batch_size=batch_size)
     out = out if isinstance(out, list) else [out]
     return {e.id: o["answer"] for e, o in zip(examples, out)}, -1
+
+
+class PadCollator:
+    """DataCollatorWithPadding's padding without a tokenizer: ids with ``pad_id``, types and mask with 0, to the
+    batch's longest window."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, feats: list[dict]) -> dict[str, torch.Tensor]:
+        L = max(len(f["input_ids"]) for f in feats)
+        out = {}
+        for key, fill in (("input_ids", self.pad_id), ("token_type_ids", 0), ("attention_mask", 0)):
+            out[key] = torch.tensor([list(f[key]) + [fill] * (L - len(f[key])) for f in feats], dtype=torch.long)
+        for key in ("start_positions", "end_positions"):
+            out[key] = torch.tensor([f[key] for f in feats], dtype=torch.long)
+        return out
+
+
+def window_features(windows: list[Window]) -> list[dict]:
+    """Our windows as the HF example's training features (the first gold span; [CLS] for none)."""
+    return [{"input_ids": w.input_ids.tolist(), "token_type_ids": w.token_type_ids.tolist(),
+             "attention_mask": [1] * len(w.input_ids), "start_positions": int(w.labels[0][0]),
+             "end_positions": int(w.labels[0][1])} for w in windows]
+
+
+def train_timed(encoder, windows: list[Window], *, device: str, precision: str, tf32: bool, compile: bool,
+                batch_size: int, seed: int, warmup_steps: int, workers: int = 0) -> dict:
+    """One epoch of ``Trainer`` + BertForQuestionAnswering (``encoder``'s weights) over ``windows`` on ``device``,
+    timed from the end of step ``warmup_steps`` to the end of training: the timed windows (every batch full when
+    ``len(windows)`` is a multiple of ``batch_size``), seconds, warm-up seconds, loss, attention and peak memory."""
+    marks = {}
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, targs, state, control, **kw):
+            if state.global_step == warmup_steps:
+                sync(device)
+                reset_peak(device)
+                marks["start"], marks["step"] = time.perf_counter(), state.global_step
+
+        def on_train_end(self, targs, state, control, **kw):
+            sync(device)
+            marks["end"], marks["steps"] = time.perf_counter(), state.global_step
+
+    torch.manual_seed(seed)
+    model = qa_model(encoder)
+    with tempfile.TemporaryDirectory() as tmp, tf32_scope(tf32, device), memory_probe(device) as rss:
+        targs = training_args(tmp, batch_size, seed, True, device=device, precision=precision, compile=compile,
+                              workers=workers)
+        trainer = Trainer(model=model, args=targs, train_dataset=window_features(windows),
+                          data_collator=PadCollator(0), callbacks=[Clock()])
+        t0 = time.perf_counter()
+        out = trainer.train()
+    return {"windows": (marks["steps"] - marks["step"]) * batch_size, "seconds": marks["end"] - marks["start"],
+            "warmup_s": round(marks["start"] - t0, 2), "loss": round(float(out.training_loss), 4),
+            "attention": attention_implementation(model.bert),
+            **dict(zip(("peak_mb", "peak_kind"), peak_memory(device, rss)))}

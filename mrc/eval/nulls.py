@@ -19,11 +19,11 @@ def apply_threshold(nbest: dict, threshold: float | None) -> dict[str, str]:
     return out
 
 
-def tune_threshold(nbest: dict, gold: list[GoldQuestion]) -> tuple[float, float]:
-    """Threshold maximising mean F1 on ``gold``; returns (threshold, F1 in percent).
+TUNE_FOR = ("f1", "answerable_loss")  # decode.tune_for
 
-    Sweeps every per-question difference ``null - best`` (plus "never empty") in one sorted pass.
-    """
+
+def _rows(nbest: dict, gold: list[GoldQuestion]) -> list[tuple[float, float, float, bool]]:
+    """(null - best, F1 answering, F1 abstaining, answerable) per question of ``gold`` that has n-best output."""
     rows = []
     for g in gold:
         entry = nbest.get(g.id)
@@ -33,7 +33,45 @@ def tune_threshold(nbest: dict, gold: list[GoldQuestion]) -> tuple[float, float]
         diff = entry["null_score"] - best["score"] if best else float("-inf")
         f1_empty = score_question("", g)[0]
         f1_answer = score_question(best["text"], g)[0] if best else f1_empty  # no candidate: "" either way
-        rows.append((diff, f1_answer, f1_empty))
+        rows.append((diff, f1_answer, f1_empty, not g.is_impossible and any(a.strip() for a in g.answers)))
+    return rows
+
+
+def tune_threshold_for_loss(nbest: dict, gold: list[GoldQuestion], max_loss: float) -> tuple[float | None, float]:
+    """The lowest threshold (the most abstention) at which the answerable questions of ``gold`` lose at most
+    ``max_loss`` F1 points (mean over them, in percent) against always answering; returns (threshold, the
+    loss in points). None (always answer) when ``gold`` has no answerable question with n-best output.
+
+    Abstaining on an answerable question costs the F1 its best span would have scored, so questions are
+    given up in decreasing ``null - best`` order while the summed cost stays within the budget; questions
+    with the same difference go together (a threshold cannot split them)."""
+    rows = sorted((r for r in _rows(nbest, gold) if r[3]), key=lambda r: r[0], reverse=True)
+    if not rows:
+        return None, 0.0
+    budget = max_loss / 100.0 * len(rows)
+    lost, k = 0.0, 0
+    while k < len(rows):
+        j = k
+        group = 0.0
+        while j < len(rows) and rows[j][0] == rows[k][0]:
+            group += rows[j][1] - rows[j][2]
+            j += 1
+        if lost + group > budget + 1e-12:
+            break
+        lost, k = lost + group, j
+    # Answer iff null - best <= threshold: the first question kept sets it; all given up: below the smallest.
+    threshold = rows[k][0] if k < len(rows) else rows[-1][0] - 1.0
+    if threshold == float("-inf"):  # only questions without a candidate are kept: they answer "" anyway
+        threshold = -1e9
+    return float(threshold), round(100.0 * lost / len(rows), 3)
+
+
+def tune_threshold(nbest: dict, gold: list[GoldQuestion]) -> tuple[float, float]:
+    """Threshold maximising mean F1 on ``gold``; returns (threshold, F1 in percent).
+
+    Sweeps every per-question difference ``null - best`` (plus "never empty") in one sorted pass.
+    """
+    rows = [r[:3] for r in _rows(nbest, gold)]
     if not rows:
         return 0.0, 0.0
     rows.sort(key=lambda r: r[0])

@@ -54,6 +54,24 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, span_mask: torch.Tenso
     return kl * temperature ** 2
 
 
+def log_distributions(scores: torch.Tensor, span_mask: torch.Tensor, kind: str) -> torch.Tensor:
+    """(B, R, N) log-probabilities of the head's distributions: start and end over the window's positions
+    (``start_end``: R = 2, N = L) or one over the span grid's valid cells, the null cell included (``grid``:
+    R = 1, N = L * L)."""
+    if kind == "start_end":  # (B, L, 2); positions outside span_mask already hold NEG
+        return scores.float().log_softmax(1).transpose(1, 2)
+    B, L, _ = scores.shape
+    return scores.float().masked_fill(~valid_spans(span_mask), NEG).reshape(B, 1, L * L).log_softmax(-1)
+
+
+def symmetric_kl(a: torch.Tensor, b: torch.Tensor, span_mask: torch.Tensor, kind: str) -> torch.Tensor:
+    """``(KL(p_a || p_b) + KL(p_b || p_a)) / 2`` between two score tensors of one head (R-Drop's term), summed
+    over cells and averaged over windows and distributions; gradients reach both. Cells masked in both hold no
+    probability and add nothing."""
+    log_a, log_b = log_distributions(a, span_mask, kind), log_distributions(b, span_mask, kind)
+    return ((log_a.exp() - log_b.exp()) * (log_a - log_b)).sum(-1).mean() / 2
+
+
 def rest_logsumexp(logp: torch.Tensor, index: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
     """(B, R) log of the probability outside the ``kept`` cells ``index`` (B, R, k) of the log-distributions
     ``logp`` (B, R, N): a log-sum-exp over the other cells, exact even when that mass is tiny (where

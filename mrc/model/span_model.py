@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mrc.model.distill import score_kind, symmetric_kl
 from mrc.model.necks import NoNeck
 
 
@@ -22,6 +23,7 @@ class SpanModel(nn.Module):
         self.encoder, self.head = encoder, head
         self.neck = neck if neck is not None else NoNeck(encoder.config.hidden_size)
         self.distiller = None  # a mrc.model.distill.Distiller (not a module: the teacher is never saved)
+        self.rdrop = 0.0  # R-Drop's alpha (trainer.rdrop): a training option, never saved
         # Encoders without segment embeddings (e.g. RoBERTa-style type_vocab_size=1) get no token types.
         self.use_token_types = getattr(encoder.config, "type_vocab_size", 0) > 1
         self.match_embed = None
@@ -51,10 +53,22 @@ class SpanModel(nn.Module):
         return self.head(hidden, span_mask)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Head loss on one collated batch (mixed with the distillation loss when a teacher is set)."""
+        """Head loss on one collated batch (mixed with the distillation loss when a teacher is set). With
+        ``rdrop`` > 0 in training (R-Drop, Liang et al., 2021) a second pass with fresh dropout: the gold loss is
+        the two passes' mean, plus ``rdrop`` times the symmetric KL between their distributions
+        (:func:`mrc.model.distill.symmetric_kl`); distillation reads the first pass."""
         scores = self(**batch)
-        gold = self.head.loss(scores, batch["span_mask"], batch["labels"], token_chars=batch.get("token_chars"))
-        return gold if self.distiller is None else self.distiller(scores, batch, gold)
+        gold = self._gold_loss(scores, batch)
+        again = self(**batch) if self.rdrop and self.training else None
+        if again is not None:
+            gold = (gold + self._gold_loss(again, batch)) / 2
+        loss = gold if self.distiller is None else self.distiller(scores, batch, gold)
+        if again is not None:
+            loss = loss + self.rdrop * symmetric_kl(scores, again, batch["span_mask"], score_kind(self.head))
+        return loss
+
+    def _gold_loss(self, scores, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head.loss(scores, batch["span_mask"], batch["labels"], token_chars=batch.get("token_chars"))
 
     def span_state(self) -> dict[str, torch.Tensor]:
         """Parameters outside the encoder (head, neck, match embedding, adapters), for checkpoints."""

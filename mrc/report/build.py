@@ -7,7 +7,9 @@ Every directory under each DIR (DIR included) holding ``.hydra/overrides.yaml`` 
 with ``config.yaml`` + ``metrics.json`` and no ``.hydra/``. Jobs are grouped into configurations by
 their overrides (seed, ``hydra.*``, ``paths.*``, ``logger`` and ``trainer.progress`` left out), and
 OUT (default ``<first DIR>/report``) receives ``report.md``, ``report.csv``, ``significance.csv``
-and PNG plots. Exit status: 0 with at least one finished job, 2 otherwise or on bad input.
+and PNG plots; a Hydra Optuna sweep under a DIR (``optimization_results.yaml``) also gets its own section and
+``search.csv``: each trial's objective (the held-out slice's F1) apart from the eval splits. Exit status: 0
+with at least one finished job, 2 otherwise or on bad input.
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ from mrc.report.jobs import (Configs, Configuration, Job, Keys, ReportError, all
                              select_splits, speed_stats, split_stats, varying_keys)
 from mrc.report.plots import make_plots
 from mrc.report.records import keep_records
+from mrc.report.search import COLUMNS as SEARCH_COLUMNS
+from mrc.report.search import find_searches, search_rows, search_section
 from mrc.report.significance import (SIGNIFICANCE_COLUMNS, SignificanceRow, resolve_baseline, significance,
                                      significance_rows, unpaired_notes)
 
@@ -225,19 +229,22 @@ def build_report(args: argparse.Namespace, command: str) -> tuple[Path, list[Job
     plots = make_plots(configs, keys, splits, in_domain, out)
     write_csv(out / "report.csv", [config_row(c, keys, splits, in_domain) for c in configs], csv_header(keys, splits))
     write_csv(out / "significance.csv", significance_rows(sig), SIGNIFICANCE_COLUMNS)
+    searches = find_searches(args.dirs, jobs)  # Optuna sweeps: each trial's objective, apart from the eval splits
+    if searches:
+        write_csv(out / "search.csv", search_rows(searches), SEARCH_COLUMNS)
     if args.keep_records:
         target, written, record_notes = keep_records(jobs, out)
         notes = [*notes, *record_notes, f"records of {written} runs written to `{target.name}/` (config, metrics, "
                  f"per-question scores): pass that directory to `mrc.report` to pair later runs with them"]
-    md = markdown(command, jobs, configs, keys, splits, in_domain, sig, plots, notes, args)
+    md = markdown(command, jobs, configs, keys, splits, in_domain, sig, plots, notes, args, searches)
     (out / "report.md").write_text(md, encoding="utf-8")
     return out, jobs, configs
 
 
 def markdown(command: str, jobs: Sequence[Job], configs: Configs, keys: Keys, splits: Keys,
              in_domain: str | None, sig: Sequence[SignificanceRow], plots: dict[str, str | None],
-             notes: Sequence[str], args: argparse.Namespace) -> str:
-    """The whole ``report.md``."""
+             notes: Sequence[str], args: argparse.Namespace, searches: Sequence = ()) -> str:
+    """The whole ``report.md``; ``searches``: :class:`mrc.report.search.Search` sections after the results."""
     n_failed = sum(not j.finished for j in jobs)
     common = common_overrides(configs, keys)
     lines = [f"# Ablation report: `{command}`", "",
@@ -248,6 +255,9 @@ def markdown(command: str, jobs: Sequence[Job], configs: Configs, keys: Keys, sp
     lines += ["", "## Results", "", "F1/EM: mean ± sample std over seeds (mean alone for one seed); "
               "speed columns: mean over seeds.", ""]
     lines += results_table(configs, keys, splits, in_domain) + [""]
+    if searches:
+        lines += search_section(searches, lambda job: identity_label({k: v for k, v in job.identity.items()
+                                                                       if k in keys})) + [""]
     lines += significance_section(sig, args.bootstrap, args.seed, configs, keys) + [""]
     if in_domain:
         lines += robustness_section(configs, keys, splits, in_domain) + [""]

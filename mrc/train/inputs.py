@@ -18,6 +18,7 @@ from mrc.data.negatives import DEFAULT_KINDS, KINDS, build_negatives, check_opti
 from mrc.data.squad import DataError, Example, clean_squad, load_squad, read_json
 from mrc.data.subsets import in_eval_part, select_questions
 from mrc.eval.metric import describe_notes, load_references, notes
+from mrc.eval.nulls import TUNE_FOR
 from mrc.train.splits import Split, input_paths, materialise, split_specs, write_built
 
 CALIBRATION = "calibration"  # the held-out split's name and its hash salt
@@ -220,6 +221,11 @@ def calibration_split(cfg: DictConfig, share: float, held: list[list[Example]], 
 def check_tune_on(cfg: DictConfig, splits: dict[str, Split]) -> None:
     """With ``decode.null_threshold=tune``, ``decode.tune_on`` must be a loaded split (checked before training)."""
     decode = cfg.get("decode") or {}
+    tune_for, loss = decode.get("tune_for", "f1"), decode.get("answerable_loss", 1.0)
+    if tune_for not in TUNE_FOR:
+        raise ConfigError(f"decode.tune_for={tune_for!r}: must be one of {', '.join(TUNE_FOR)}")
+    if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not 0.0 <= loss <= 100.0:
+        raise ConfigError(f"decode.answerable_loss={loss!r}: must be a number of F1 points in [0, 100]")
     if decode.get("null_threshold") != "tune" or decode.get("tune_on") in splits:
         return
     hint = " (set data.calibration_share, e.g. 0.1)" if decode.get("tune_on") == CALIBRATION else ""

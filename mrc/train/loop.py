@@ -2,6 +2,7 @@
 resumable mid-epoch and shardable over DDP ranks."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -11,6 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -18,9 +20,11 @@ from mrc.train import distributed
 from mrc.train.cpu_memory import release_freed_memory
 from mrc.data.batching import batches, collate
 from mrc.train.distributed import Dist
+from mrc.train.recipes import Recipes, encoder_depth, layer_decay, layer_scales
 from mrc.data.features import Window
 
 log = logging.getLogger(__name__)
+GROUP_BATCHES = 50  # trainer.group_by_length: windows are sorted by length within shuffled pools of this many batches
 PROGRESS_EVERY_S = 30.0  # without a progress bar: a progress line every log_every steps, at most one per 30 s
 # biases, LayerNorm scales and the layer-mix neck's mixing weights and scale get no weight decay
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight", "neck.weights", "neck.gamma")
@@ -28,19 +32,32 @@ NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight", "nec
 
 def build_optimizer(model, optim, total_steps: int):
     """AdamW with four groups (encoder / everything else x decay / no-decay) and warmup + linear decay.
-    New weights inside the encoder (LoRA's ``lora_A`` / ``lora_B``) train with the head's rate."""
+    New weights inside the encoder (LoRA's ``lora_A`` / ``lora_B``) train with the head's rate. With
+    ``optim.layer_decay`` < 1 each encoder group is split by layer, e.g. ``encoder.layer3`` or
+    ``encoder_no_decay.embeddings``, at ``encoder_lr`` times :func:`mrc.train.recipes.layer_scales`' factor."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = []
+    rate, groups = layer_decay(optim), []
     for part, lr in (("encoder", optim.encoder_lr), ("head", optim.head_lr)):
         params = [(n, p) for n, p in named if (n.startswith("encoder.") and "lora_" not in n) == (part == "encoder")]
+        scales = (layer_scales([n for n, _ in params], rate, encoder_depth(model))
+                  if part == "encoder" and rate < 1.0 else {})
         for decay in (True, False):
-            chosen = [p for n, p in params if (not any(k in n for k in NO_DECAY)) == decay]
-            if chosen:
-                groups.append({"params": chosen, "lr": lr, "weight_decay": optim.weight_decay if decay else 0.0,
-                               "name": f"{part}{'' if decay else '_no_decay'}"})
+            chosen = [(n, p) for n, p in params if (not any(k in n for k in NO_DECAY)) == decay]
+            for (tag, scale), members in _by_scale(chosen, scales).items():
+                groups.append({"params": members, "lr": lr * scale,
+                               "weight_decay": optim.weight_decay if decay else 0.0,
+                               "name": f"{part}{'' if decay else '_no_decay'}{tag}"})
     opt = torch.optim.AdamW(groups, betas=tuple(optim.betas), eps=optim.eps, fused=bool(optim.get("fused", False)))
     warmup = int(optim.warmup_ratio * total_steps)
     return opt, get_linear_schedule_with_warmup(opt, warmup, total_steps)
+
+
+def _by_scale(named: list, scales: dict) -> dict[tuple[str, float], list]:
+    """``named`` parameters grouped by their (tag, lr factor) in ``scales`` (absent: ("", 1.0)), in order."""
+    out: dict[tuple[str, float], list] = {}
+    for n, p in named:
+        out.setdefault(scales.get(n, ("", 1.0)), []).append(p)
+    return out
 
 
 def n_epochs(trainer) -> int:
@@ -109,11 +126,44 @@ def epoch_windows(windows: list[Window], keep: float, seed: int, negative_keep: 
 
 def epoch_batches(windows: list[Window], trainer, epoch: int) -> tuple[list[Window], list[list[int]]]:
     """The epoch's window sample and its global batch order: pure functions of ``trainer.seed`` and
-    ``epoch`` (so a resumed run recomputes them instead of storing them)."""
+    ``epoch`` (so a resumed run recomputes them instead of storing them). ``trainer.group_by_length``
+    (default true): batches of similar lengths, sorted within shuffled pools of :data:`GROUP_BATCHES` batches;
+    false: batches of windows drawn at random (a pool of one batch)."""
     seed = trainer.seed * 1000 + epoch
     keep, negative_keep = window_keeps(trainer)
     windows = epoch_windows(windows, keep, seed, negative_keep)
-    return windows, batches([len(w.input_ids) for w in windows], trainer.batch_size, shuffle=True, seed=seed)
+    group = GROUP_BATCHES if trainer.get("group_by_length", True) else 1
+    return windows, batches([len(w.input_ids) for w in windows], trainer.batch_size, shuffle=True, seed=seed,
+                            group_factor=group)
+
+
+def padding_counts(windows: list[Window], order: list[list[int]]) -> tuple[int, int]:
+    """(real tokens, padded positions) of the batches ``order`` once each is padded to its longest window."""
+    real = padded = 0
+    for idx in order:
+        lengths = [len(windows[j].input_ids) for j in idx]
+        real += sum(lengths)
+        padded += max(lengths) * len(lengths) - sum(lengths)
+    return real, padded
+
+
+def trained_batches(order: list[list[int]], world_size: int, fraction: float) -> list[list[int]]:
+    """The batches of the epoch's global ``order`` trained over every rank: each rank's kept share
+    (:func:`limit_batches`) of its shard (:func:`mrc.train.distributed.shard_batches`), padding repeats excluded."""
+    per_rank = limit_batches(math.ceil(len(order) / world_size), fraction)
+    return [b for i, b in enumerate(order) if i // world_size < per_rank]
+
+
+def epoch_padding(windows: list[Window], trainer, epoch: int, world_size: int = 1) -> tuple[int, int]:
+    """(real tokens, padded positions) of the batches epoch ``epoch`` trains over every rank: a pure function of
+    the options, like the batch order (so a resumed run reports what an uninterrupted one does)."""
+    windows, order = epoch_batches(windows, trainer, epoch)
+    return padding_counts(windows, trained_batches(order, world_size, epoch_fraction(trainer, epoch)))
+
+
+def padded_share(real: int, padded: int) -> float:
+    """Padded positions as a share of every position computed."""
+    return padded / max(real + padded, 1)
 
 
 @dataclass
@@ -163,11 +213,67 @@ def _optimizer_step(model, opt, sched, trainer, scaler=None) -> None:
         release_freed_memory()
 
 
+def _forward(net: nn.Module, batch: dict, device, amp_dtype) -> Callable[[], torch.Tensor]:
+    """``forward()``: the loss of ``batch`` (under autocast when ``amp_dtype`` is set)."""
+    def forward() -> torch.Tensor:
+        with torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype or torch.bfloat16,
+                            enabled=amp_dtype is not None):
+            return net(batch)
+    return forward
+
+
+def _backward(trainer, scaler) -> Callable[[torch.Tensor], None]:
+    """``backward(loss)``: accumulate the gradients of ``loss / grad_accum`` (scaled under fp16)."""
+    def backward(loss: torch.Tensor) -> None:
+        scaled = loss / trainer.grad_accum
+        (scaler.scale(scaled) if scaler is not None else scaled).backward()
+    return backward
+
+
 def _to_device(batch: dict[str, torch.Tensor], device, cuda: bool) -> dict[str, torch.Tensor]:
     """The collated batch on ``device``; on CUDA through pinned memory, so the copy runs asynchronously."""
     if not cuda:
         return {k: v.to(device) for k, v in batch.items()}
     return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class CollatedBatches(Dataset):
+    """Batch ``i`` of ``order`` collated (:func:`mrc.data.batching.collate`): what DataLoader workers run."""
+
+    def __init__(self, windows: list[Window], order: list[list[int]], pad_id: int):
+        self.windows, self.order, self.pad_id = windows, order, pad_id
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return collate([self.windows[j] for j in self.order[i]], self.pad_id)
+
+
+def batch_stream(windows: list[Window], order: list[list[int]], pad_id: int, device, workers: int = 0):
+    """The batches of ``order`` collated and on ``device``, in that order (``trainer.num_workers``).
+
+    ``workers`` 0: each is collated on this thread when it is needed. > 0: a DataLoader with that many worker
+    processes collates ahead of the training step (two batches each), into pinned memory on CUDA so that the
+    copy to the GPU is asynchronous; the batches are the same either way. The loader has its own generator:
+    creating it draws nothing from torch's global RNG, so dropout masks do not depend on ``workers``."""
+    cuda = torch.device(device).type == "cuda"
+    if workers <= 0:
+        for idx in order:
+            yield _to_device(collate([windows[j] for j in idx], pad_id), device, cuda)
+        return
+    loader = DataLoader(CollatedBatches(windows, order, pad_id), batch_size=None, shuffle=False,
+                        num_workers=workers, pin_memory=cuda, generator=torch.Generator())
+    for batch in loader:
+        yield _to_device(batch, device, cuda)  # pinned already on CUDA: pin_memory() returns the tensor itself
+
+
+def num_workers(trainer) -> int:
+    """``trainer.num_workers`` checked: an integer >= 0 (0: collate on the training thread)."""
+    n = trainer.get("num_workers", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"trainer.num_workers={n!r}: must be an integer >= 0")
+    return n
 
 
 class _LossSum:
@@ -204,7 +310,7 @@ class _LossSum:
 def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer, pad_id: int, device,
                 amp_dtype, logger, step: int, net: nn.Module | None = None, dist: Dist = Dist(),
                 start: EpochProgress | None = None, on_resume_point: StepCallback | None = None,
-                scaler: torch.amp.GradScaler | None = None) -> tuple[dict, int]:
+                scaler: torch.amp.GradScaler | None = None, recipes: Recipes | None = None) -> tuple[dict, int]:
     """One pass over ``windows``; returns (epoch stats, global optimizer step).
 
     ``net``: the module called as ``net(batch) -> loss`` (:func:`mrc.train.distributed.wrap`; default
@@ -214,6 +320,8 @@ def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer
     optimizer-step boundary). ``on_resume_point(step, progress)`` is called every
     ``trainer.resume_every`` optimizer steps with the progress summed over ranks. ``scaler``: a
     ``torch.amp.GradScaler`` (fp16) that scales the loss and skips steps whose gradients overflowed.
+    ``recipes``: the adversarial passes after each batch's backward and the EMA update after each optimizer
+    step (:class:`mrc.train.recipes.Recipes`; None: neither).
 
     On CUDA the loss sum stays on the device and is read (with the non-finite check) only at log steps,
     resume points and the epoch end: a ``.item()`` per batch would wait for the GPU every batch.
@@ -224,31 +332,42 @@ def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer
     mine, n_real = distributed.shard_batches(order, dist)
     keep = limit_batches(len(mine), epoch_fraction(trainer, epoch))  # the shuffled order's first share
     mine, n_real = mine[:keep], min(n_real, keep)
+    real, padded = padding_counts(windows, trained_batches(order, dist.world_size, epoch_fraction(trainer, epoch)))
+    if dist.is_main:
+        log.info("epoch %d: %d batches; padding is %.1f %% of the %d token positions (trainer.group_by_length=%s)",
+                 epoch, len(order), 100 * padded_share(real, padded), real + padded,
+                 trainer.get("group_by_length", True))
     p = replace(start) if start is not None else EpochProgress()
     every = int(trainer.get("resume_every", 0) or 0) if on_resume_point else 0
     resumed_windows, first_batch, t0 = p.windows, p.batch, time.perf_counter()
     said = t0  # when the last progress line was logged
     cuda = torch.device(device).type == "cuda"
+    stream = batch_stream(windows, mine[p.batch:], pad_id, device, num_workers(trainer))
     losses = _LossSum(p.total_loss, device, epoch)
     bar = tqdm(range(p.batch, len(mine)), initial=p.batch, total=len(mine), desc=f"epoch {epoch}", unit="batch",
                disable=None if trainer.progress else True)  # None: bars on a terminal only
     for i in bar:
         idx = mine[i]
-        batch = _to_device(collate([windows[j] for j in idx], pad_id), device, cuda)
+        batch = next(stream)
         boundary = (i + 1) % trainer.grad_accum == 0 or i + 1 == len(mine)
-        with distributed.no_sync(net, skip=not boundary):
-            with torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype or torch.bfloat16,
-                                enabled=amp_dtype is not None):
-                loss = net(batch)
+        forward, backward = _forward(net, batch, device, amp_dtype), _backward(trainer, scaler)
+        adversary = recipes.adversary if recipes is not None else None
+        with distributed.no_sync(net, skip=not boundary or adversary is not None), \
+                (adversary.watching() if adversary is not None else contextlib.nullcontext()):
+            loss = forward()
             losses.add(loss, i, real=i < n_real, check_now=not cuda)
-            scaled = loss / trainer.grad_accum
-            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            backward(loss)
+        if adversary is not None:  # its last pass carries DDP's all-reduce at a step boundary
+            adversary.attack(forward, backward, quiet=lambda: distributed.no_sync(net, skip=True),
+                             last=lambda: distributed.no_sync(net, skip=not boundary))
         p.batch = i + 1
         if i < n_real:
             p.n_loss, p.windows = p.n_loss + 1, p.windows + len(idx)
         if not boundary:
             continue
         _optimizer_step(model, opt, sched, trainer, scaler)
+        if recipes is not None and recipes.ema is not None:
+            recipes.ema.update()
         step += 1
         if step % trainer.log_every == 0:
             p.total_loss = losses.read()
@@ -269,4 +388,5 @@ def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer
             on_resume_point(step, _summed(elapsed, dist))
     p.total_loss = losses.read()
     p = _summed(replace(p, seconds=p.seconds + time.perf_counter() - t0), dist)
-    return {"loss": p.total_loss / max(p.n_loss, 1), "seconds": p.seconds, "windows": p.windows}, step
+    return {"loss": p.total_loss / max(p.n_loss, 1), "seconds": p.seconds, "windows": p.windows,
+            "tokens": real, "padded_share": padded_share(real, padded)}, step

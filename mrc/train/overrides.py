@@ -1,5 +1,5 @@
 """Command-line overrides checked before Hydra runs: a typo or a mistyped value is one ``error:`` line
-(exit 2, :mod:`mrc.train.errors`), not Hydra's multi-line report with exit 1 or a traceback mid-run.
+(exit 2, :mod:`mrc.errors`), not Hydra's multi-line report with exit 1 or a traceback mid-run.
 
 - an unknown option of a config group (``head=globalpointr``) lists the group's options;
 - an unknown key (``trainer.epocs=2``) names the nearest existing key;
@@ -54,6 +54,10 @@ def _nearest(cfg: DictConfig, key: str) -> str:
     return ""
 
 
+# Hydra plugins the project's configs name, and the extra that installs them (a missing plugin's config group)
+PLUGINS = {"hydra/sweeper": " (hydra/sweeper=optuna, experiment=search_demo: pip install -e '.[search]')",
+           "hydra/launcher": " (conf/hydra/launcher/*: pip install -e '.[sweep]')"}
+
 # Numeric options that also take a word (their default may be a number in one experiment and null in another).
 WORDS = {"decode.null_threshold": {"tune"}}
 
@@ -102,7 +106,9 @@ def check_overrides(args: list[str], conf_dir: str | Path, config_name: str = "c
     try:
         base = _compose(conf_dir, config_name, first)
     except (MissingConfigException, HydraException, ValueError) as e:
-        raise OverrideError(f"the configuration does not compose: {str(e).splitlines()[0]}") from None
+        first = str(e).splitlines()[0]
+        hint = PLUGINS.get(next((g for g in PLUGINS if f"'{g}/" in first), ""), "")
+        raise OverrideError(f"the configuration does not compose: {first}{hint}") from None
     for o in keys:
         key = o.key_or_group
         if o.type == OverrideType.CHANGE and OmegaConf.select(base, key, default="__missing__") == "__missing__":

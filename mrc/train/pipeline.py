@@ -21,7 +21,7 @@ from mrc.data.features import Window, build_windows, check_lengths
 from mrc.eval.inference import postprocess, score_windows
 from mrc.train.loggers import NullLogger, job_info
 from mrc.eval.metric import breakdown, evaluate
-from mrc.eval.nulls import apply_threshold, tune_threshold
+from mrc.eval.nulls import apply_threshold, tune_threshold, tune_threshold_for_loss
 from mrc.eval.selective import METHODS, add_confidences, pool_summary
 from mrc.train.inputs import ConfigError, check_overlap, load_data  # noqa: F401 (load_data: also for lexical)
 from mrc.train.splits import Split, robustness_metrics
@@ -35,9 +35,13 @@ from mrc.train.cpu_memory import retain_freed_memory
 from mrc.train.record import write_record
 from mrc.train.resume import Resumer, RunProgress, preflight
 from mrc.train.run_lock import run_lock
+from mrc.train.selection import BestWeights, check_loaded, select_on, selection_split
 from mrc.train.outputs import write_outputs
 from mrc.train.teacher import attach_teacher, cache_teacher
-from mrc.train.loop import build_optimizer, n_epochs, total_steps, train_epoch, window_keeps
+from mrc.train.loop import (build_optimizer, epoch_padding, n_epochs, num_workers, padded_share, total_steps,
+                            train_epoch, window_keeps)
+from mrc.train.recipes import Recipes
+from mrc.train.recipes import check as check_recipes
 from mrc.train.precision import Precision, cpu_override, cuda_precision, grad_scaler, maybe_compile, tf32_scope
 
 log = logging.getLogger(__name__)
@@ -92,15 +96,25 @@ def evaluate_split(model, split: Split, cfg: DictConfig, device, pad_id, amp) ->
     return {"summary": summary, "per_question": per_q, "predictions": preds, "nbest": nbest}
 
 
-def retune_nulls(results: dict, splits: dict, tune_on: str) -> None:
-    """Tune the null threshold on split ``tune_on``, then re-derive and re-score every split with it."""
+def retune_nulls(results: dict, splits: dict, tune_on: str, tune_for: str = "f1",
+                 answerable_loss: float = 1.0) -> None:
+    """Tune the null threshold on split ``tune_on``, then re-derive and re-score every split with it.
+    ``tune_for``: ``f1`` maximises the split's F1; ``answerable_loss`` abstains as much as costs its answerable
+    questions at most ``answerable_loss`` F1 points."""
     if tune_on not in results:
         raise ValueError(f"decode.tune_on={tune_on!r} is not an evaluated split ({sorted(results)})")
-    threshold, _ = tune_threshold(results[tune_on]["nbest"], splits[tune_on].gold)
+    nbest, gold = results[tune_on]["nbest"], splits[tune_on].gold
+    if tune_for == "answerable_loss":
+        threshold, lost = tune_threshold_for_loss(nbest, gold, answerable_loss)
+        log.info("null threshold %s tuned on %s: its answerable questions lose %.2f F1 points (budget %g)",
+                 threshold, tune_on, lost, answerable_loss)
+    else:
+        threshold, _ = tune_threshold(nbest, gold)
     for name, r in results.items():
         r["predictions"] = apply_threshold(r["nbest"], threshold)
         summary, r["per_question"] = score(splits[name], r["predictions"])
-        r["summary"] = {**r["summary"], **summary, "null_threshold": threshold, "null_threshold_tuned_on": tune_on}
+        r["summary"] = {**r["summary"], **summary, "null_threshold": threshold, "null_threshold_tuned_on": tune_on,
+                        "null_threshold_tuned_for": tune_for}
 
 
 def eval_scalars(split: str, summary: dict) -> dict[str, float]:
@@ -134,7 +148,8 @@ def windows_digest(windows: list[Window]) -> str:
 
 
 def run(cfg: DictConfig, run_dir: str | Path, record: dict | None = None) -> float:
-    """Train and evaluate as configured; write outputs into ``run_dir``; return in-domain F1.
+    """Train and evaluate as configured; write outputs into ``run_dir``; return the F1 that chose the reported
+    epoch: ``data.in_domain``'s, or with ``trainer.select_on=calibration`` the held-out slice's (what sweepers get).
 
     ``record``: what Hydra would write to ``.hydra/`` (:func:`mrc.train.record.hydra_record`); it is
     written, with ``config.yaml``, only after a resumed run dir's state passed the compatibility check.
@@ -161,6 +176,7 @@ def check_geometry(cfg: DictConfig, encoder_config=None) -> None:
         raise ConfigError(f"data.max_len / data.max_query_len / data.doc_stride: {e}") from None
     try:
         window_keeps(cfg.trainer)
+        num_workers(cfg.trainer)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     limit = max_positions(encoder_config) if encoder_config is not None else cfg.encoder.get("max_position")
@@ -221,6 +237,8 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | No
     if d.is_main:
         write_record(run_dir, cfg, record)
     check_geometry(cfg)  # before the data: a job that fails here still has its record for mrc.report
+    check_recipes(cfg)  # optim.layer_decay, trainer.ema / adversarial / rdrop: refused before the data
+    select_on(cfg)  # trainer.select_on: null or calibration (with a slice to score), refused before the data
     quiet_library_bars(cfg.trainer.progress)
     seed_everything(cfg.seed)
     if device == "cpu" and cfg.trainer.get("retain_freed_memory", True):
@@ -230,6 +248,8 @@ def _run(cfg: DictConfig, run_dir: Path, d: Dist, device: str, record: dict | No
     set_bf16_matmuls(precision == "bf16-matmul")  # restored when the run ends (run())
     with distributed.main_first(d):
         root, train, train_stats, splits = load_data(cfg, run_dir, main=d.is_main)
+    if d.is_main:
+        check_loaded(cfg, splits)
     texts = [e.question for e in train] + list(dict.fromkeys(e.context for e in train))
     log.info("building the encoder (%s) from %d training texts", cfg.encoder._target_.rsplit(".", 1)[-1], len(texts))
     enc = instantiate(cfg.encoder, texts=texts)
@@ -282,54 +302,86 @@ def _fit_and_report(cfg, run_dir, model, tokenizer, train, train_windows, splits
     tr, pad_id = cfg.trainer, tokenizer.pad_token_id
     total, last = total_steps(train_windows, tr, d.world_size), n_epochs(tr)
     opt, sched = build_optimizer(model, cfg.optim, total)
-    resumer = Resumer(cfg, run_dir, model, opt, sched, d)
+    recipes = Recipes.build(model, cfg)  # EMA, adversarial passes, R-Drop (layer_decay: in the optimizer)
+    resumer = Resumer(cfg, run_dir, model, opt, sched, d, scaler=scaler, ema=recipes.ema)
     first_epoch, progress, run_state = resumer.restore(resume_state)
+    best = None  # trainer.select_on with eval_each_epoch=false: the chosen epoch's weights (mrc/train/selection.py)
+    if tr.get("select_on") and not tr.get("eval_each_epoch", True):
+        best = BestWeights(run_dir, persist=resumer.enabled and d.is_main)
+        if d.is_main and run_state.resumed:
+            best.restore(run_state.best_epoch)  # the chosen epoch so far: its weights from resume/best-<epoch>.pt
+        elif d.is_main:
+            best.prune(None)  # a fresh run: weights an earlier run left in this run dir go
     net = distributed.wrap(model, d, device)
     compiled = maybe_compile(net, tr)  # in place: the mode, or None
     if params is not None:
-        params.update(compile=compiled or False, tf32=bool(tr.get("tf32", False)) and "cuda" in device)
+        params.update(compile=compiled or False, tf32=bool(tr.get("tf32", False)) and "cuda" in device,
+                      recipes=check_recipes(cfg))
     for epoch in range(first_epoch, last + 1):
         ep, run_state.step = train_epoch(model, train_windows, opt, sched, epoch=epoch, trainer=tr, pad_id=pad_id,
                                          device=device, amp_dtype=amp, logger=logger, step=run_state.step, net=net,
                                          dist=d, start=progress, on_resume_point=resumer.step_saver(run_state, epoch),
-                                         scaler=scaler)
+                                         scaler=scaler, recipes=recipes)
         progress = None
         run_state.train_seconds += ep["seconds"]
         run_state.windows_trained += ep["windows"]
-        if tr.get("eval_each_epoch", True) or epoch == last:
-            _evaluate_epoch(cfg, run_dir, model, tokenizer, splits, device, amp, logger, run_state, epoch, ep, d)
+        if tr.get("eval_each_epoch", True) or epoch == last or best is not None:
+            with recipes.evaluation_weights():  # trainer.ema: evaluated and saved with the averaged weights
+                _evaluate_epoch(cfg, run_dir, model, tokenizer, splits, device, amp, logger, run_state, epoch, ep, d,
+                                best)
         else:
             run_state.history.append({"epoch": epoch, "loss": round(ep["loss"], 5)})
             logger.log({"epoch": epoch, "train/epoch_loss": ep["loss"]}, step=run_state.step)
             log.info("epoch %d: loss %.4f (not evaluated: trainer.eval_each_epoch=false)", epoch, ep["loss"])
         resumer.epoch_done(run_state, epoch)
+        if best is not None and d.is_main:
+            best.prune(run_state.best_epoch)  # the state naming the chosen epoch is written: older weights can go
+    if best is not None and d.is_main and run_state.best_results is None:
+        _final_evaluation(cfg, run_dir, model, tokenizer, splits, device, amp, logger, run_state, best)
     if d.is_main:
         _report(cfg, run_dir, train, train_windows, splits, device, logger, data_info, job, run_state, d, params)
     return float(run_state.best_f1)
 
 
+def _score_splits(cfg, model, splits, device, amp, pad_id, full: bool = True) -> tuple[dict, dict]:
+    """(results per split, calibrators): every split of ``splits`` predicted and scored (null threshold tuned
+    when asked); ``full``: also the robustness metrics and the confidences (calibrators fitted on the slice)."""
+    results = {n: evaluate_split(model, s, cfg, device, pad_id, amp) for n, s in splits.items()}
+    if cfg.decode.null_threshold == "tune":
+        retune_nulls(results, splits, cfg.decode.tune_on, cfg.decode.get("tune_for", "f1"),
+                     cfg.decode.get("answerable_loss", 1.0))
+    if not full:
+        return results, {}
+    preds = {n: r["predictions"] for n, r in results.items()}
+    per_q = {n: r["per_question"] for n, r in results.items()}
+    for n, s in splits.items():
+        results[n]["summary"].update(robustness_metrics(n, s.spec, s.path, preds, per_q, s.gold))
+    return results, add_confidences(results, splits)  # calibrators fitted on the calibration split only
+
+
 def _evaluate_epoch(cfg, run_dir, model, tokenizer, splits, device, amp, logger, run_state: RunProgress, epoch: int,
-                    ep: dict, d: Dist) -> None:
-    """Evaluate every split after an epoch; keep the best epoch (and its checkpoint) by in-domain F1.
+                    ep: dict, d: Dist, best: BestWeights | None = None) -> None:
+    """Evaluate after an epoch; keep the reported epoch (and its checkpoint): the last one, or with
+    ``trainer.select_on`` the best by the calibration slice's F1 (a tie keeps the earlier epoch).
+
+    ``best`` (``trainer.select_on`` with ``eval_each_epoch=false``): only the selection split (and
+    ``decode.tune_on`` when the threshold is tuned) is scored, and a new best epoch's weights go into ``best``;
+    the eval splits are scored once, after the last epoch, with them (:func:`_final_evaluation`).
 
     Under DDP rank 0 scores every window with the unwrapped model while the other ranks wait for
-    its in-domain F1 (a broadcast). Scoring on one rank keeps the predictions identical to a
+    its selection F1 (a broadcast). Scoring on one rank keeps the predictions identical to a
     single-process evaluation of the same weights (same eval batches, same padding) and needs no
     gathering of per-window arrays; evaluation is a small share of a DDP run's time. The broadcast
     F1 makes the best-epoch decision the same on every rank.
     """
-    pad_id, results, f1, calibration = tokenizer.pad_token_id, None, None, None
+    pad_id, results, f1, calibration, on = tokenizer.pad_token_id, None, None, None, selection_split(cfg)
+    if best is not None:
+        tuned_on = cfg.decode.tune_on if cfg.decode.null_threshold == "tune" else None
+        splits = {n: s for n, s in splits.items() if n in (on, tuned_on)}
     if d.is_main:
-        results = {n: evaluate_split(model, s, cfg, device, pad_id, amp) for n, s in splits.items()}
-        if cfg.decode.null_threshold == "tune":
-            retune_nulls(results, splits, cfg.decode.tune_on)
-        preds = {n: r["predictions"] for n, r in results.items()}
-        per_q = {n: r["per_question"] for n, r in results.items()}
-        for n, s in splits.items():
-            results[n]["summary"].update(robustness_metrics(n, s.spec, s.path, preds, per_q, s.gold))
-        calibration = add_confidences(results, splits)  # calibrators fitted on the calibration split only
+        results, calibration = _score_splits(cfg, model, splits, device, amp, pad_id, full=best is None)
         run_state.eval_seconds += sum(r["summary"]["seconds"] for r in results.values())
-        f1 = results[cfg.data.in_domain]["summary"]["F1"]
+        f1 = results[on]["summary"]["F1"]
         row = {"epoch": epoch, "loss": round(ep["loss"], 5),
                **{f"{n}/{k}": r["summary"][k] for n, r in results.items() for k in ("F1", "EM")}}
         run_state.history.append(row)
@@ -339,12 +391,50 @@ def _evaluate_epoch(cfg, run_dir, model, tokenizer, splits, device, amp, logger,
         log.info("epoch %d: loss %.4f, %s", epoch, ep["loss"],
                  ", ".join(f"{n} F1 {r['summary']['F1']:.2f} EM {r['summary']['EM']:.2f}" for n, r in results.items()))
     f1 = distributed.broadcast(f1, d)
-    if f1 > run_state.best_f1:
-        run_state.best_f1, run_state.best_epoch, run_state.best_results = f1, epoch, results
+    if cfg.trainer.get("select_on"):
+        run_state.selection_f1[str(epoch)] = f1
+    # select_on null: the last epoch is reported (no split held out of training to choose on); an eval split never
+    # chooses
+    if f1 > run_state.best_f1 or not cfg.trainer.get("select_on"):
+        run_state.best_f1, run_state.best_epoch = f1, epoch
+        if best is not None:  # the eval splits are scored after the last epoch, with these weights
+            if d.is_main:
+                best.keep(model, epoch)
+            return
+        run_state.best_results = results
         if d.is_main and cfg.trainer.save_checkpoint:
-            tuned = results[cfg.data.in_domain]["summary"].get("null_threshold", "config")
+            tuned = results[on]["summary"].get("null_threshold", "config")
             checkpoint.save(run_dir / "checkpoint", model, tokenizer, cfg, null_threshold=tuned,
                             calibration=calibration)
+
+
+def _final_evaluation(cfg, run_dir, model, tokenizer, splits, device, amp, logger, run_state: RunProgress,
+                      best: BestWeights) -> None:
+    """``trainer.select_on`` with ``eval_each_epoch=false``, rank 0: put the chosen epoch's weights back into
+    ``model``, score every split once with them, and save them as the checkpoint."""
+    best.load_into(model)
+    results, calibration = _score_splits(cfg, model, splits, device, amp, tokenizer.pad_token_id)
+    run_state.eval_seconds += sum(r["summary"]["seconds"] for r in results.values())
+    run_state.best_results = results
+    logger.log({k: v for n, r in results.items() for k, v in eval_scalars(n, r["summary"]).items()},
+               step=run_state.step)
+    log.info("epoch %d (chosen on %s): %s", run_state.best_epoch, selection_split(cfg),
+             ", ".join(f"{n} F1 {r['summary']['F1']:.2f} EM {r['summary']['EM']:.2f}" for n, r in results.items()))
+    if cfg.trainer.save_checkpoint:
+        tuned = results[selection_split(cfg)]["summary"].get("null_threshold", "config")
+        checkpoint.save(run_dir / "checkpoint", model, tokenizer, cfg, null_threshold=tuned, calibration=calibration)
+
+
+def _selection(cfg, run_state: RunProgress, logger) -> dict:
+    """``trainer.select_on``: metrics.json's ``selected_epoch`` and ``selection`` (the split, the chosen epoch's F1
+    there and every scored epoch's), in the log and the logger's summary."""
+    on, by_epoch = cfg.trainer.select_on, dict(run_state.selection_f1)
+    log.info("selected epoch %s of %d by %s F1 %.2f (ties: the earlier epoch; %s); the results reported are its",
+             run_state.best_epoch, n_epochs(cfg.trainer), on, run_state.best_f1,
+             ", ".join(f"epoch {e} {f:.2f}" for e, f in by_epoch.items()))
+    logger.summary({"selected_epoch": run_state.best_epoch, f"selection/{on}/f1": run_state.best_f1})
+    return {"selected_epoch": run_state.best_epoch,
+            "selection": {"split": on, "metric": "F1", "f1": run_state.best_f1, "by_epoch": by_epoch}}
 
 
 def _report(cfg, run_dir, train, train_windows, splits, device, logger, data_info, job, run_state: RunProgress,
@@ -361,6 +451,8 @@ def _report(cfg, run_dir, train, train_windows, splits, device, logger, data_inf
         "eval_seconds": round(run_state.eval_seconds, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
         "data": data_info, "history": run_state.history,
     }
+    if tr.get("select_on"):
+        metrics.update(_selection(cfg, run_state, logger))
     pool = pool_summary(run_state.best_results, splits, list(cfg.decode.get("abstention_pool") or []), cfg.seed)
     if pool:
         metrics["abstention"] = pool
@@ -372,7 +464,13 @@ def _report(cfg, run_dir, train, train_windows, splits, device, logger, data_inf
     if params:
         metrics["train"].update(trainable_params=params["trainable"], params=params["total"],
                                 precision=params.get("precision", "fp32"), cpu=params.get("cpu"),
-                                **{k: params[k] for k in ("attention", "compile", "tf32") if k in params})
+                                **{k: params[k] for k in ("attention", "compile", "tf32", "recipes") if k in params})
+    tokens = [epoch_padding(train_windows, tr, e, d.world_size) for e in range(1, n_epochs(tr) + 1)]
+    real, padded = sum(t[0] for t in tokens), sum(t[1] for t in tokens)
+    metrics["train"].update(group_by_length=bool(tr.get("group_by_length", True)), tokens_trained=real,
+                            padded_share=round(padded_share(real, padded), 4), num_workers=num_workers(tr))
+    log.info("training batches: padding was %.1f %% of the token positions (trainer.group_by_length=%s)",
+             100 * padded_share(real, padded), metrics["train"]["group_by_length"])
     if d.enabled:
         metrics["train"]["world_size"] = d.world_size
     if run_state.resumed:

@@ -2,8 +2,9 @@
 
 With ``trainer.resume_every=N`` (> 0) the state is written every N optimizer steps and after each
 epoch's evaluation; with ``trainer.resume=auto`` a run whose run dir holds a state continues from it.
-The state holds the model, optimizer and scheduler, the RNG states of every rank (Python, NumPy,
-torch CPU and CUDA), the position (epoch, batches of the epoch already consumed, optimizer step),
+The state holds the model, optimizer and scheduler, the GradScaler's loss scale (fp16), the averaged weights
+(``trainer.ema``), the RNG states of
+every rank (Python, NumPy, torch CPU and CUDA), the position (epoch, batches of the epoch already consumed, optimizer step),
 the epoch's loss accumulators and the run's bookkeeping (best F1 / epoch / results, history, timers).
 The epoch's window sample and batch order are pure functions of the seed and the epoch, so they are
 recomputed rather than stored. Its position and counters are range-checked (:data:`mrc.model.limits.RANGES`)
@@ -37,6 +38,7 @@ STATE = Path("resume") / "state.pt"
 VERSION = 1
 # Keys that may change between the interrupted and the resuming invocation.
 VOLATILE_KEYS = ("logger", "paths", "trainer.resume", "trainer.resume_every", "trainer.progress",
+                 "trainer.num_workers",  # who collates the batches, not which: the same batches either way
                  "trainer.log_every", "trainer.device", "trainer.retain_freed_memory",
                  "trainer.trim_freed_memory",
                  "decode.abstention_pool")  # which scored splits are pooled for the abstention metrics
@@ -63,7 +65,16 @@ ADDED_KEYS = {"optim.fused": False, "trainer.eval_each_epoch": True, "data.eval_
               "trainer.precision": "auto", "trainer.tf32": False, "trainer.compile": False,
               "trainer.compile_mode": "default",
               # every no-answer window was sampled at null_window_keep before negatives had their own share
-              "trainer.negative_window_keep": None}
+              "trainer.negative_window_keep": None,
+              # batches were always length-grouped (sorted within pools of 50 batches) before the switch existed
+              "trainer.group_by_length": True,
+              # the tuned null threshold maximised the tune_on split's F1 before it could aim at a stated cost
+              "decode.tune_for": "f1", "decode.answerable_loss": 1.0,
+              # issue 49's training recipes, each off before it existed
+              "optim.layer_decay": 1.0, "trainer.ema": None, "trainer.rdrop": 0.0, "trainer.adversarial": "none",
+              "trainer.adversarial_eps": 1.0, "trainer.adversarial_steps": 3,
+              # the best epoch by data.in_domain F1 (or the last, eval_each_epoch=false) before select_on existed
+              "trainer.select_on": None}
 # Keys added later whose value in an older state is that of another key of the same state
 ADDED_FROM = {"head.span_max_len": "decode.max_answer_len"}
 
@@ -87,6 +98,7 @@ class RunProgress:
     eval_seconds: float = 0.0
     windows_trained: int = 0
     resumed: list[dict] = field(default_factory=list)
+    selection_f1: dict[str, float] = field(default_factory=dict)  # trainer.select_on: epoch -> the slice's F1
 
     def to_json(self, keep_nbest: bool = True) -> str:
         """JSON text; ``keep_nbest=False`` drops the best epoch's n-best lists (not needed for outputs)."""
@@ -256,8 +268,11 @@ class Resumer:
     states; rank 0 carries the epoch's summed loss accumulators, the others restart theirs at zero.
     """
 
-    def __init__(self, cfg: DictConfig, run_dir: str | Path, model: torch.nn.Module, opt, sched, d: Dist):
+    def __init__(self, cfg: DictConfig, run_dir: str | Path, model: torch.nn.Module, opt, sched, d: Dist,
+                 scaler: torch.amp.GradScaler | None = None, ema=None):
         self.cfg, self.model, self.opt, self.sched, self.d = cfg, model, opt, sched, d
+        self.ema = ema  # trainer.ema: a mrc.train.recipes.WeightAverage, saved and restored with the model
+        self.scaler = scaler if scaler is not None and scaler.is_enabled() else None  # fp16: its loss scale
         self.run_dir, self.path = Path(run_dir), state_path(run_dir)
         self.every = int(cfg.trainer.get("resume_every", 0) or 0)
         self.mode = resume_mode(cfg.trainer.get("resume", "auto"))
@@ -279,6 +294,17 @@ class Resumer:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            if "ema" not in state:
+                raise ResumeError(f"{path}: holds no averaged weights although trainer.ema is set; set "
+                                  "trainer.resume=false to start over")
+            self.ema.load_state_dict(state["ema"])
+        if self.scaler is not None:
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            else:  # a state written before the scaler's was saved: the scale starts over and finds its level again
+                log.warning("%s holds no GradScaler state (written before it was saved): the fp16 loss scale "
+                            "starts again from %g", path, self.scaler.get_scale())
         set_rng_state(state["rng"][self.d.rank])
         run = RunProgress.from_json(state["run"])
         progress = EpochProgress(**json.loads(state["progress"]))
@@ -290,7 +316,8 @@ class Resumer:
             log.info("RESUMING from %s: every epoch is done (step %d); writing the outputs", path, run.step)
         else:
             log.info("RESUMING from %s: epoch %d after %d of its batches, optimizer step %d, best %s F1 %.2f "
-                     "(epoch %s)", path, epoch, progress.batch, run.step, self.cfg.data.in_domain, run.best_f1,
+                     "(epoch %s)", path, epoch, progress.batch, run.step,
+                     self.cfg.trainer.get("select_on") or self.cfg.data.in_domain, run.best_f1,
                      run.best_epoch)
         return epoch, progress, run
 
@@ -304,6 +331,10 @@ class Resumer:
                  "epoch": epoch, "progress": json.dumps(asdict(progress)), "run": run.to_json(self.keep_nbest),
                  "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                  "scheduler": self.sched.state_dict(), "rng": rngs}
+        if self.scaler is not None:  # fp16: the loss scale and its growth tracker (plain numbers)
+            state["scaler"] = self.scaler.state_dict()
+        if self.ema is not None:  # trainer.ema: the averaged weights and the update count
+            state["ema"] = self.ema.state_dict()
         atomic_save(state, self.path)
         log.info("saved resumable state: epoch %d, %d batches done, optimizer step %d -> %s", epoch,
                  progress.batch, run.step, self.path)
