@@ -13,8 +13,9 @@ checks it)::
     bench/       training / evaluation speed against the HuggingFace peer
     serve/       using a trained model: HTTP API and web page, span-score pictures, ONNX export
 
-The heads live beside it in the top-level ``heads`` package. The modules directly under ``mrc/``
-(``evaluate``, ``predict``, ``lexical``, ``transplant``, ``explain``, ``export``; ``python -m mrc.serve`` is
-``serve/__main__``) are the documented ``python -m mrc.X`` commands
-and only forward to the code in the subpackages.
+The heads live beside it in the top-level ``heads`` package. ``errors`` (one module, importable from every
+layer) turns a user mistake into one ``error:`` line and exit status 2 for every command. ``__main__`` is the
+command table: ``python -m mrc COMMAND`` (the ``mrc`` console script) runs ``train`` (run.py), ``predict``,
+``evaluate``, ``serve``, ``explain``, ``export``, ``report``, ``abstention``, ``bench``, ``robustness``,
+``lexical``, ``pretrain``, ``transplant`` and ``e5`` from the subpackages.
 """

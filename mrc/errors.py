@@ -1,4 +1,5 @@
-"""User mistakes end a command with one line, not a traceback.
+"""User mistakes end a command with one line, not a traceback (every command uses this module; it imports
+nothing of the project, so every layer may import it).
 
 An exception is a user mistake when it (or an exception it wraps, e.g. inside Hydra's
 ``InstantiationException``) carries ``user_facing = True`` (``DataError``, ``CheckpointError``,
@@ -49,6 +50,17 @@ def report(exc: BaseException) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
+
+
+def command_error(exc: BaseException) -> int:
+    """For a command's ``except Exception as exc: return command_error(exc)``: a user mistake prints one
+    ``error:`` line and gives the exit status 2; anything else (or any error under ``MRC_DEBUG``) is re-raised
+    with its traceback."""
+    err = user_error(exc)
+    if err is None or debug_enabled():
+        raise exc
+    report(err)
+    return EXIT_USER_ERROR
 
 
 def exit_on_user_error(fn: Callable[[], T], debug: bool = False) -> T:

@@ -4,7 +4,7 @@ Per file and entry point the outcome is stated: ``error`` (exit status 2, one ``
 file, and the record where one is at fault, raised while reading, before any model exists), ``skip``
 (the command goes on and the bad records are counted where the user sees them: the warnings and the
 counts that go to metrics.json / the JSON output), or ``ok``. Never a traceback. In-process and small:
-the pipeline's data loading, ``mrc.evaluate``, ``mrc.predict`` (on the session's tiny checkpoint),
+the pipeline's data loading, ``mrc evaluate``, ``mrc predict`` (on the session's tiny checkpoint),
 ``mrc.robustness build`` and the report's job reader.
 """
 import json
@@ -19,7 +19,7 @@ from mrc.eval.evaluate import main as evaluate_main
 from mrc.eval.predict import main as predict_main
 from mrc.report.jobs import find_jobs
 from mrc.robustness.__main__ import main as robustness_main
-from mrc.train.errors import exit_on_user_error
+from mrc.errors import exit_on_user_error
 from mrc.train.inputs import load_data
 
 CORPUS = Path(__file__).parent / "bad_inputs"

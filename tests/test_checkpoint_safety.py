@@ -229,7 +229,7 @@ def test_a_save_killed_between_its_renames_or_in_another_process_is_recoverable(
 ])
 def test_a_full_disk_during_a_save_is_one_line_and_leaves_no_temp(tiny_checkpoint, tmp_path, monkeypatch, capsys,
                                                                   error):
-    from mrc.train.errors import exit_on_user_error
+    from mrc.errors import exit_on_user_error
 
     ckpt = copy_checkpoint(tiny_checkpoint, tmp_path)
     before = checkpoint.load(ckpt)[0]

@@ -1,4 +1,4 @@
-"""Confidence at inference: ``mrc.predict`` writes each answer's confidence beside the ``{id: answer}`` file and the
+"""Confidence at inference: ``mrc predict`` writes each answer's confidence beside the ``{id: answer}`` file and the
 n-best probabilities, the API returns it and says which method, ``--min-confidence`` / ``min_confidence`` withhold
 answers below it, and a broken ``calibration.json`` is refused in one line by both commands."""
 from __future__ import annotations
@@ -47,7 +47,7 @@ def saved_with_features(tiny_checkpoint, tmp_path_factory):
 
 
 def run_predict(ckpt, tmp_path, *extra):
-    """(rc, {id: answer}, confidence file, n-best file) of mrc.predict on the sample SQuAD file."""
+    """(rc, {id: answer}, confidence file, n-best file) of mrc predict on the sample SQuAD file."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     src = squad_file(tmp_path / "in.json")
     out, nbest = tmp_path / "out" / "preds.json", tmp_path / "out" / "nbest.json"

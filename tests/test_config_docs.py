@@ -1,6 +1,6 @@
 """Every config option is documented, and every documented option exists.
 
-The option tables are the README's "Every option, with its default" (fine-tuning, `conf/`) and
+The option tables are `docs/configuration.md`'s "Every option, with its default" (fine-tuning, `conf/`) and
 `experiments/pretrain/README.md`'s (pretraining, `conf/pretrain/`). A row's first cell names keys in
 backticks: `a.b` in full, then siblings by their last part (`a.b` / `c` means `a.b` and `a.c`).
 """
@@ -80,7 +80,7 @@ def pretrain_overrides() -> list[list[str]]:
 
 
 CASES = {
-    "fine-tuning": (CONF, fine_tuning_overrides, ROOT / "README.md"),
+    "fine-tuning": (CONF, fine_tuning_overrides, ROOT / "docs" / "configuration.md"),
     "pretraining": (CONF / "pretrain", pretrain_overrides, ROOT / "experiments" / "pretrain" / "README.md"),
 }
 
@@ -105,3 +105,14 @@ def test_the_table_parser_reads_sibling_shorthand_and_only_option_tables():
     assert documented_keys(md) == {"optim.encoder_lr", "optim.head_lr", "seed", "trainer.bf16"}
     assert leaf_keys({"a": {"b": 1, "_target_": "x", "c": {}}, "hydra": {"run": 1}}) == {"a.b", "a.c"}
     assert covered("data.eval.in_domain", {"data.eval"}) and not covered("data.evaluation", {"data.eval"})
+
+
+def test_every_docs_page_is_in_the_site_nav_and_linked_from_the_readme():
+    """The README links each page of docs/ (so they work on a code host), and mkdocs.yml's nav lists each."""
+    import yaml
+
+    pages = sorted(p.name for p in (ROOT / "docs").glob("*.md"))
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
+    assert sorted(file for entry in nav for file in entry.values()) == pages
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert [p for p in pages if p != "index.md" and f"](docs/{p})" not in readme] == []

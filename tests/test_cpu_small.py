@@ -71,7 +71,7 @@ def test_best_window_prefers_question_characters():
 def test_lexical_cli_writes_a_run_the_report_reads(tmp_path):
     out = tmp_path / "lex"
     demo = [o for o in DEMO if not o.startswith(("encoder.", "trainer.", "logger"))]
-    proc = subprocess.run([sys.executable, "-m", "mrc.lexical", *demo, "lexical.width=6", f"hydra.run.dir={out}"],
+    proc = subprocess.run([sys.executable, "-m", "mrc", "lexical", *demo, "lexical.width=6", f"hydra.run.dir={out}"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())

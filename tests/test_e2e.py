@@ -59,12 +59,12 @@ def test_demo_run_every_head(tmp_path, head, match):
     assert all(e["predicted"] == preds[e["id"]] and e["type"] and "【" in e["gold_context"] for e in errors)
     # The official scorer CLI agrees with metrics.json.
     ref = tmp_path / "data" / "demo" / "dev.json"
-    out = subprocess.run([sys.executable, "-m", "mrc.evaluate", str(ref), str(tmp_path / "predictions" / "in_domain.json")],
+    out = subprocess.run([sys.executable, "-m", "mrc", "evaluate", str(ref), str(tmp_path / "predictions" / "in_domain.json")],
                          capture_output=True, text=True, check=True, cwd=ROOT)
     assert json.loads(out.stdout) == {k: split[k] for k in ("F1", "EM", "TOTAL", "SKIP")}
     # The saved checkpoint reproduces the run's predictions through mrc.predict.
     pred_out = tmp_path / "again.json"
-    subprocess.run([sys.executable, "-m", "mrc.predict", str(tmp_path / "checkpoint"), str(ref), str(pred_out),
+    subprocess.run([sys.executable, "-m", "mrc", "predict", str(tmp_path / "checkpoint"), str(ref), str(pred_out),
                     "--nbest", str(tmp_path / "nbest.json")], capture_output=True, text=True, check=True, cwd=ROOT)
     assert json.loads(pred_out.read_text()) == preds
     nbest = json.loads((tmp_path / "nbest.json").read_text())
@@ -76,12 +76,12 @@ def test_predict_single_question(tmp_path):
     # decode.null_threshold=null: always answer (a briefly trained model may still prefer the null slot)
     cfg = compose_cfg(DEMO + ["head=softmax", "decode.null_threshold=null"], tmp_path)
     run(cfg, tmp_path)
-    out = subprocess.run([sys.executable, "-m", "mrc.predict", str(tmp_path / "checkpoint"), "--question",
+    out = subprocess.run([sys.executable, "-m", "mrc", "predict", str(tmp_path / "checkpoint"), "--question",
                           "清海村的人口大约是多少？", "--context", "清海村的常住人口约为165万人，近年来略有增长。"],
                          capture_output=True, text=True, check=True, cwd=ROOT)
     answer = json.loads(out.stdout)["answer"]
     assert answer and answer in "清海村的常住人口约为165万人，近年来略有增长。"
-    bad = subprocess.run([sys.executable, "-m", "mrc.predict", str(tmp_path / "nope"), "--question", "a",
+    bad = subprocess.run([sys.executable, "-m", "mrc", "predict", str(tmp_path / "nope"), "--question", "a",
                           "--context", "b"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "nope" in bad.stderr
 

@@ -43,7 +43,7 @@ def e5_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def e5(e5_dir):
-    return local_build(str(e5_dir), build="python -m mrc.e5 --out DIR")
+    return local_build(str(e5_dir), build="python -m mrc e5 --out DIR")
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +224,7 @@ def test_missing_build_names_the_build_command(tmp_path):
 
     with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["encoder=e5_small", f"encoder.name_or_path={tmp_path / 'nope'}"])
-    with pytest.raises(Exception, match="python -m mrc.e5 --out"):
+    with pytest.raises(Exception, match="python -m mrc e5 --out"):
         instantiate(cfg.encoder)
 
 
@@ -287,7 +287,7 @@ def test_nonsense_header_sizes_are_refused(tmp_path, capsys, field, value, messa
 def test_flipped_piece_offsets_fail_cleanly_instead_of_crashing(tmp_path):
     """An offset past the blob made empty pieces, and ``tokenizers`` segfaulted on them (exit -11)."""
     image = corrupt_image(tmp_path, OFFSETS_AT + 4 * 10, "<I", 0xFFFFFFF0)
-    proc = subprocess.run([sys.executable, "-m", "mrc.e5", "--out", str(tmp_path / "out"), "--image", str(image)],
+    proc = subprocess.run([sys.executable, "-m", "mrc", "e5", "--out", str(tmp_path / "out"), "--image", str(image)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "piece offsets are inconsistent (at piece 10" in one_error_line(proc.stderr)

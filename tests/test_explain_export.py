@@ -1,5 +1,5 @@
-"""mrc.explain writes the pictures; mrc.export's ONNX graph and --quantize int8 answer like fp32 for every head,
-through mrc.predict and mrc.serve."""
+"""mrc explain writes the pictures; mrc export's ONNX graph and --quantize int8 answer like fp32 for every head,
+through mrc predict and mrc.serve."""
 from __future__ import annotations
 
 import json
@@ -182,7 +182,7 @@ def test_int8_keeps_the_down_projections_in_fp32(checkpoints):
 
 
 def test_onnx_int8_export_quantises_the_encoder_and_answers_like_fp32(checkpoints, onnx_files, tmp_path):
-    """mrc.export --quantize int8: ONNX Runtime int8 of the encoder's weight MatMuls (not the attention-score
+    """mrc export --quantize int8: ONNX Runtime int8 of the encoder's weight MatMuls (not the attention-score
     products, not the head), loadable by --onnx like the fp32 file, answering like fp32."""
     import onnx
 

@@ -148,6 +148,6 @@ def test_a_run_records_trainable_parameters_and_its_checkpoint_predicts_the_same
     train = json.loads((tmp_path / "metrics.json").read_text())["train"]
     assert 0 < train["trainable_params"] < train["params"]
     ref, out = tmp_path / "data" / "demo" / "dev.json", tmp_path / "again.json"
-    subprocess.run([sys.executable, "-m", "mrc.predict", str(tmp_path / "checkpoint"), str(ref), str(out)],
+    subprocess.run([sys.executable, "-m", "mrc", "predict", str(tmp_path / "checkpoint"), str(ref), str(out)],
                    capture_output=True, text=True, check=True, cwd=ROOT)
     assert json.loads(out.read_text()) == json.loads((tmp_path / "predictions" / "in_domain.json").read_text())

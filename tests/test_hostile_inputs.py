@@ -1,7 +1,7 @@
 """The committed hostile-input corpus (tests/bad_inputs/checkpoints, http, scores) through the real entry points.
 
 Each file is a case of the hardening pass, stated with its outcome: a checkpoint's ``mrc.yaml`` that reads
-secrets, expands aliases, names Python objects or holds numbers out of range is refused by ``mrc.predict`` and
+secrets, expands aliases, names Python objects or holds numbers out of range is refused by ``mrc predict`` and
 ``mrc.serve`` with exit 2 and one ``error:`` line naming the file; a request body or header the server must
 not act on gets its 4xx and one ``{"error": ...}`` line; a per-question score file with a score that is not a
 fraction is left out of the report with a note naming the file, the line (or question) and the value. Never a
@@ -236,16 +236,14 @@ def test_hostile_scores_are_left_out_with_a_note(name, tmp_path):
     assert not kept.exists()
 
 
-# ------------------------------------------------------------------ README: the guarantees table names real tests
+# ------------------------------------------------------- docs/trust-and-safety.md: the guarantees table names real tests
 
 def test_the_trust_table_names_tests_that_exist():
-    """Every test the README's "Trust and safety" table cites exists: ``file.py::name``, a later bare
+    """Every test the "Trust and safety" table (docs/trust-and-safety.md) cites exists: ``file.py::name``, a later bare
     ``test_name`` or ``…fragment`` of a name in the file named before it in the same cell, or a whole file."""
     import re
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Trust and safety"):]
-    section = section[:section.index("\n## ")]
+    section = (Path(__file__).parents[1] / "docs" / "trust-and-safety.md").read_text(encoding="utf-8")
     rows = [line.split("|") for line in section.splitlines() if line.startswith("| ") and "---" not in line]
     cited = 0
     for row in rows[1:]:  # the header row cites nothing

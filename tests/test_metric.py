@@ -1,4 +1,4 @@
-"""Tests for mrc.eval.metric and the mrc.evaluate CLI, with hand-computed expectations."""
+"""Tests for mrc.eval.metric and the mrc evaluate CLI, with hand-computed expectations."""
 import json
 import random
 import subprocess
@@ -153,7 +153,7 @@ def test_bad_structure_names_file_and_path(tmp_path):
 # --- CLI ----------------------------------------------------------------------------
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "mrc.evaluate", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "mrc", "evaluate", *map(str, args)],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
 
 

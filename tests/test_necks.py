@@ -134,7 +134,7 @@ def test_a_run_with_a_neck_and_its_checkpoint_in_mrc_predict(tmp_path):
     run(cfg, tmp_path)
     assert yaml.safe_load((tmp_path / "checkpoint" / "mrc.yaml").read_text())["neck"]["last_n"] == 2
     ref, out = tmp_path / "data" / "demo" / "dev.json", tmp_path / "again.json"
-    subprocess.run([sys.executable, "-m", "mrc.predict", str(tmp_path / "checkpoint"), str(ref), str(out)],
+    subprocess.run([sys.executable, "-m", "mrc", "predict", str(tmp_path / "checkpoint"), str(ref), str(out)],
                    capture_output=True, text=True, check=True, cwd=ROOT)
     assert json.loads(out.read_text()) == json.loads((tmp_path / "predictions" / "in_domain.json").read_text())
 

@@ -175,3 +175,22 @@ def test_negatives_are_off_by_default_and_bad_options_are_one_line_config_errors
                        ({"share": 0.5, "sed": 1}, r"unknown keys \['sed'\]")):
         with pytest.raises(ConfigError, match=r"data\.negatives: " + match):
             load_data(data_cfg(root, negatives=bad), tmp_path / "run")
+
+
+def test_similar_paragraph_is_the_topical_neighbour_without_the_answer():
+    own = "长城是中国古代的军事防御工程。长城全长两万多公里。"
+    near = "长城的修建持续了两千多年，秦始皇连接了各国的长城。"   # on the topic, without the answer
+    near_answer = "长城全长两万多公里，是世界奇迹。"              # on the topic, holds the answer: never chosen
+    far = [f"第{i}段讲的是别的城市的天气和美食。" for i in range(6)]
+    q = Example("g", "长城全长多少公里？", own, ["两万多公里"], [own.index("两万多公里")], references=["两万多公里"])
+    others = [Example(f"o{i}", "天气如何？", c, [c[:2]], [0], references=[c[:2]])
+              for i, c in enumerate([near, near_answer, *far])]
+    negs, counts = build_negatives([[q, *others]], 1.0, kinds=["similar_paragraph"])
+    by_id = {n.id: n for n in negs[0]}
+    assert by_id["g#neg-sim"].context == near and by_id["g#neg-sim"].is_impossible
+    assert counts[0]["similar_paragraph"] == 9  # every question of the file found one
+    # deterministic, and the paragraph index never sees another file
+    again, _ = build_negatives([[q, *others]], 1.0, kinds=["similar_paragraph"])
+    assert [(n.id, n.context) for n in again[0]] == [(n.id, n.context) for n in negs[0]]
+    alone, counts = build_negatives([[q], others], 1.0, kinds=["similar_paragraph"])
+    assert alone[0] == [] and counts[0]["no_paragraph"] == 1

@@ -1,4 +1,4 @@
-"""mrc.serve: the JSON API answers like mrc.predict, validates every request (4xx, never 500), bounds the work
+"""mrc.serve: the JSON API answers like mrc predict, validates every request (4xx, never 500), bounds the work
 of one request (windows, deadline), answers only requests that name it in their Host header, serves a
 self-contained page, and explains every head's scores."""
 from __future__ import annotations

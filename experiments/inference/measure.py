@@ -9,7 +9,7 @@ batch throughput (questions/s over the file, best of --runs; windows built once 
 is excluded as in metrics.json; scoring + decoding included) and its ratio to fp32, single-question latency
 p50 / p95 (ms) for one ~500-character context (--repeats calls of mrc.eval.predict.predict, tokenization
 included), and peak RSS (MB). Writes DIR/results.json, DIR/results.md and DIR/<variant>.predictions.json.
-With onnx in --variants and no --onnx file, the checkpoint is exported first (python -m mrc.export); an
+With onnx in --variants and no --onnx file, the checkpoint is exported first (python -m mrc export); an
 export that fails is reported in the table and the other variants still run.
 """
 from __future__ import annotations
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     records, errors = [], {}
     if "onnx" in variants and args.onnx is None:
         args.onnx = args.out / "model.onnx"
-        proc = subprocess.run([sys.executable, "-m", "mrc.export", str(args.checkpoint), "--onnx", str(args.onnx)],
+        proc = subprocess.run([sys.executable, "-m", "mrc", "export", str(args.checkpoint), "--onnx", str(args.onnx)],
                               cwd=ROOT, env=env, capture_output=True, text=True)
         print(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "", file=sys.stderr)
         if proc.returncode != 0:

@@ -1,4 +1,4 @@
-"""The confidence of every returned answer at inference (``python -m mrc.predict``, ``python -m mrc.serve``), from
+"""The confidence of every returned answer at inference (``python -m mrc predict``, ``python -m mrc.serve``), from
 the calibrators a training run fitted on its held-out calibration split and stored in the checkpoint
 (``calibration.json``, :func:`mrc.model.checkpoint.read_calibration`).
 

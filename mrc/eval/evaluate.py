@@ -10,7 +10,7 @@ from mrc.eval.metric import MetricInputError, describe_notes, evaluate, load_pre
 
 def main(argv: list[str] | None = None) -> int:
     """Print one JSON summary line; return 0 on success, 2 on bad input."""
-    parser = argparse.ArgumentParser(prog="python -m mrc.evaluate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mrc evaluate", description=__doc__)
     parser.add_argument("reference", help="SQuAD-format reference JSON")
     parser.add_argument("prediction", help="JSON object {id: answer_string}")
     parser.add_argument("--per-question", metavar="OUT.json",

@@ -1,7 +1,7 @@
 """Predict with a saved checkpoint.
 
-    python -m mrc.predict CHECKPOINT_DIR INPUT.json OUT.json [--nbest NBEST.json] [--min-confidence X]
-    python -m mrc.predict CHECKPOINT_DIR --question 问题 --context 上下文
+    python -m mrc predict CHECKPOINT_DIR INPUT.json OUT.json [--nbest NBEST.json] [--min-confidence X]
+    python -m mrc predict CHECKPOINT_DIR --question 问题 --context 上下文
 
 INPUT.json is SQuAD format (answers not needed); OUT.json is the submission format ``{id: answer}`` (what the
 official scorers read, unchanged). Beside it, OUT.confidence.json (``--confidence FILE`` elsewhere) gives per id
@@ -10,7 +10,7 @@ best method the checkpoint has (``features`` > ``temperature`` > ``raw``, :mod:`
 ``--min-confidence X`` answers "" where the confidence is below X (the withheld answer is in the confidence
 file as ``withheld``). The n-best file gives each candidate's ``probability`` and the ``null_probability``.
 ``--quantize int8`` (int8 encoder on CPU), ``--quantize bf16`` (the encoder in bf16 on CPUs with AMX /
-AVX512-BF16) or ``--onnx FILE`` (a graph from ``python -m mrc.export``, run by
+AVX512-BF16) or ``--onnx FILE`` (a graph from ``python -m mrc export``, run by
 ONNX Runtime) make CPU inference faster.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from mrc.errors import command_error
 from mrc.model import checkpoint
 from mrc.model.quantize import (QUANTIZE, FastModelError, OnnxSpanModel, autocast_bf16, quantize_int8,
                                 tokenizer_and_config)
@@ -115,16 +116,9 @@ def min_confidence_arg(text: str) -> float:
     return value
 
 
-def debug_enabled() -> bool:
-    """``MRC_DEBUG=1``: show tracebacks instead of one-line messages (as run.py does)."""
-    import os
-
-    return os.environ.get("MRC_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    ap = argparse.ArgumentParser(prog="python -m mrc.predict", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m mrc predict", description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint", type=Path, help="directory written by a training run (<run dir>/checkpoint)")
     ap.add_argument("input", nargs="?", type=Path, help="SQuAD-format JSON to predict")
     ap.add_argument("output", nargs="?", type=Path, help="where to write {id: answer}")
@@ -148,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     fast = ap.add_mutually_exclusive_group()
     fast.add_argument("--quantize", choices=QUANTIZE, help="int8: dynamic int8 quantisation of the encoder's "
                       "linear layers (CPU); bf16: the encoder under bf16 autocast (CPU; fast with AMX / AVX512-BF16)")
-    fast.add_argument("--onnx", type=Path, help="run this ONNX file from python -m mrc.export (exported from "
+    fast.add_argument("--onnx", type=Path, help="run this ONNX file from python -m mrc export (exported from "
                       "the same checkpoint) with ONNX Runtime (CPU)")
     ap.add_argument("--null-threshold", type=float, default=None,
                     help="answer '' when null_score - best_span_score > this (default: the checkpoint's)")
@@ -178,10 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             if not examples:
                 raise DataError(f"{args.input}: no usable question among its {stats.records} records; fix the file")
     except Exception as e:  # noqa: BLE001 - user mistakes get one line, anything else its traceback
-        if not (getattr(e, "user_facing", False) or isinstance(e, FileNotFoundError)) or debug_enabled():
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return command_error(e)
     preds, nbest, records = predict_confident(
         model, tokenizer, cfg, examples, confidence, min_confidence=args.min_confidence, batch_size=args.batch_size,
         device=args.device, progress=not single, null_threshold=args.null_threshold)

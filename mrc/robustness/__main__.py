@@ -22,16 +22,11 @@ from mrc.data.squad import DataError, clean_squad, read_json
 
 def builders() -> dict:
     """Rule name -> builder(src_dict, seed) -> (built_dict, counts)."""
+    from .over_sensitivity import build_over_sensitivity, build_over_sensitivity_noise
     from .over_stability import build_over_stability
 
-    out = {"over_stability": build_over_stability}
-    try:
-        from .over_sensitivity import build_over_sensitivity, build_over_sensitivity_noise
-        out["over_sensitivity"] = build_over_sensitivity
-        out["over_sensitivity_noise"] = build_over_sensitivity_noise
-    except ImportError:  # pragma: no cover - module optional while it is being written
-        pass
-    return out
+    return {"over_stability": build_over_stability, "over_sensitivity": build_over_sensitivity,
+            "over_sensitivity_noise": build_over_sensitivity_noise}
 
 
 def main(argv: list[str] | None = None) -> int:

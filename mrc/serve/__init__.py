@@ -1,7 +1,7 @@
 """Using a trained model: the HTTP API and web page (``app``, ``page.html``, ``limits``; ``python -m mrc.serve``:
 ``cli``), the
-same pictures as PNGs (``explain``; ``python -m mrc.explain``), the ONNX export (``export``;
-``python -m mrc.export``), and the answers / score views both share (``answers``).
+same pictures as PNGs (``explain``; ``python -m mrc explain``), the ONNX export (``export``;
+``python -m mrc export``), and the answers / score views both share (``answers``).
 
 Every answer comes from the prediction path of :mod:`mrc.eval` (``predict``, ``score_windows``,
 ``postprocess``, ``window_scores``) on a checkpoint loaded by :mod:`mrc.model.checkpoint` (no code run);

@@ -3,7 +3,7 @@
 Everything is computed by the project's prediction path: the steps of :func:`mrc.eval.predict.predict`
 (``make_windows``, ``score_windows``, ``postprocess``; scored a batch at a time here so that a request's
 deadline is checked between batches) for the answers and n-best lists, :class:`mrc.eval.confidence.AnswerConfidence`
-for each answer's confidence (as ``mrc.predict`` gives it, answers below ``min_confidence`` withheld), and
+for each answer's confidence (as ``mrc predict`` gives it, answers below ``min_confidence`` withheld), and
 :func:`mrc.eval.inference.window_scores` for the scores of the one window a picture shows.
 """
 from __future__ import annotations

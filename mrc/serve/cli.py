@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+from mrc.errors import command_error
 from mrc.serve.limits import Limits
 
 QUANTIZE = ("int8", "bf16")  # = mrc.model.quantize.QUANTIZE (not imported here: it pulls in torch)
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     fast = ap.add_mutually_exclusive_group()
     fast.add_argument("--quantize", choices=QUANTIZE, help="int8: dynamic int8 quantisation of the encoder's "
                       "linear layers (CPU); bf16: the encoder under bf16 autocast (CPU; fast with AMX / AVX512-BF16)")
-    fast.add_argument("--onnx", type=Path, help="answer with this ONNX file from python -m mrc.export (same "
+    fast.add_argument("--onnx", type=Path, help="answer with this ONNX file from python -m mrc export (same "
                       "checkpoint), run by ONNX Runtime (CPU)")
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, ... (--quantize / --onnx: cpu only)")
     ap.add_argument("--threads", type=positive_int, default=None,
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mrc.eval.confidence import load_confidence
-    from mrc.eval.predict import debug_enabled, load_for_inference
+    from mrc.eval.predict import load_for_inference
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -130,10 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    onnx=args.onnx)
         confidence = load_confidence(args.checkpoint)  # after the load: its manifest check names an edited file first
     except Exception as e:  # noqa: BLE001 - user mistakes get one line, anything else its traceback
-        if not (getattr(e, "user_facing", False) or isinstance(e, FileNotFoundError)) or debug_enabled():
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return command_error(e)
     backend = args.quantize or ("onnx" if args.onnx else "fp32")
     limits = Limits(max_body_bytes=args.max_body_bytes, max_context_chars=args.max_context_chars,
                     max_questions=args.max_questions, max_question_chars=args.max_question_chars,

@@ -1,4 +1,4 @@
-"""``python -m mrc.explain CHECKPOINT_DIR --question Q --context C --out DIR`` (or ``--input FILE.json --id ID``):
+"""``python -m mrc explain CHECKPOINT_DIR --question Q --context C --out DIR`` (or ``--input FILE.json --id ID``):
 the web page's pictures as PNGs (matplotlib, Agg backend), plus ``explain.json`` with the numbers.
 
 - ``scores.png``: softmax head: p(start) and p(end) per context token of the answer's window, the answer's
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mrc.errors import command_error
 from mrc.serve.cli import QUANTIZE  # the --quantize choices, without importing torch
 
 # torch and the model code are imported where they are used, so that --help answers at once
@@ -158,7 +159,7 @@ def draw(data: dict, context: str, out: Path, *, font: str | None = "auto") -> l
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    ap = argparse.ArgumentParser(prog="python -m mrc.explain", description="Write the span-score pictures "
+    ap = argparse.ArgumentParser(prog="python -m mrc explain", description="Write the span-score pictures "
                                  "(PNG) of one question: per-token start/end bars or the span heat-map, and "
                                  "the windows.")
     ap.add_argument("checkpoint", type=Path, help="directory written by a training run (<run dir>/checkpoint)")
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from mrc.data.squad import DataError, load_squad
     from mrc.eval.confidence import load_confidence
-    from mrc.eval.predict import debug_enabled, load_for_inference
+    from mrc.eval.predict import load_for_inference
 
     if (args.input is None) == (args.question is None and args.context is None):
         ap.error("give --question and --context, or --input and --id")
@@ -202,10 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --window: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - user mistakes get one line, anything else its traceback
-        if not (getattr(e, "user_facing", False) or isinstance(e, FileNotFoundError)) or debug_enabled():
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return command_error(e)
     files = draw(data, context, args.out)
     print(json.dumps({"answer": data["result"]["answer"], "files": [str(f) for f in files]}, ensure_ascii=False))
     return 0

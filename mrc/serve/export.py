@@ -1,11 +1,11 @@
-"""``python -m mrc.export CHECKPOINT_DIR --onnx OUT.onnx``: the checkpoint's encoder + head as one ONNX graph
+"""``python -m mrc export CHECKPOINT_DIR --onnx OUT.onnx``: the checkpoint's encoder + head as one ONNX graph
 (collated window batch -> band of span scores, plus per-token start/end scores for the softmax head),
 checked against torch with ONNX Runtime before the command succeeds.
 
 The graph has dynamic batch and length axes and a fixed ``max_answer_len`` (the checkpoint's
 ``decode.max_answer_len``). It is exported with torch's TorchScript-based exporter (``dynamo=False``) at
 opset 17 (checked on torch 2.13 / onnxruntime 1.32 for every head). Its metadata records the head, the
-``max_answer_len`` and a digest of the checkpoint's weights, so ``mrc.predict --onnx`` and ``mrc.serve
+``max_answer_len`` and a digest of the checkpoint's weights, so ``mrc predict --onnx`` and ``mrc.serve
 --onnx`` refuse a file exported from another checkpoint.
 """
 from __future__ import annotations
@@ -14,6 +14,8 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
+
+from mrc.errors import command_error
 
 # torch and the model code are imported where they are used, so that --help answers at once
 
@@ -70,7 +72,7 @@ def export_onnx(checkpoint_dir: str | Path, out: str | Path, *, opset: int = OPS
         import onnx
         import onnxruntime  # noqa: F401 - the check below runs the graph
     except ModuleNotFoundError as e:
-        raise FastModelError(f"mrc.export needs {e.name}; install the serve extra: pip install -e '.[serve]'") from None
+        raise FastModelError(f"mrc export needs {e.name}; install the serve extra: pip install -e '.[serve]'") from None
     checkpoint_dir, out = Path(checkpoint_dir), Path(out)
     model, tokenizer, cfg = checkpoint.load(checkpoint_dir, "cpu")
     mal = cfg.decode.max_answer_len
@@ -168,8 +170,8 @@ def _verify(model, onnx_model, batches, max_answer_len, atol, np, NEG, FastModel
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    ap = argparse.ArgumentParser(prog="python -m mrc.export", description="Export a checkpoint's encoder + head "
-                                 "to ONNX (for mrc.predict / mrc.serve --onnx) and check it against torch.")
+    ap = argparse.ArgumentParser(prog="python -m mrc export", description="Export a checkpoint's encoder + head "
+                                 "to ONNX (for mrc predict / mrc.serve --onnx) and check it against torch.")
     ap.add_argument("checkpoint", type=Path, help="directory written by a training run (<run dir>/checkpoint)")
     ap.add_argument("--onnx", type=Path, required=True, help="where to write the .onnx file")
     ap.add_argument("--opset", type=int, default=OPSET,
@@ -179,7 +181,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quantize", choices=["int8"], default=None,
                     help="int8: then quantise the encoder's linear layers with ONNX Runtime (dynamic, per channel)")
     args = ap.parse_args(argv)
-    from mrc.eval.predict import debug_enabled
     from mrc.serve.out_paths import check_output_file
 
     try:
@@ -197,10 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             worst = export_onnx(args.checkpoint, args.onnx, opset=args.opset, atol=args.atol)
     except Exception as e:  # noqa: BLE001 - user mistakes get one line, anything else its traceback
-        if not (getattr(e, "user_facing", False) or isinstance(e, FileNotFoundError)) or debug_enabled():
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return command_error(e)
     size = args.onnx.stat().st_size / 1e6
     print(f"wrote {args.onnx} ({size:.1f} MB, opset {args.opset}); ONNX Runtime vs torch: max |diff| "
           f"{worst['band']:.2e} (span band), {worst['token_scores']:.2e} (token scores)", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Non-neural floor for any experiment: answer with the context window that shares the most
 characters with the question.
 
-    python -m mrc.lexical experiment=cpu_small [lexical.width=10] [other overrides]
+    python -m mrc lexical experiment=cpu_small [lexical.width=10] [other overrides]
 
 Reads the same data config as ``run.py`` (same splits, built the same way), trains nothing, and writes
 a run dir that ``mrc.report`` reads beside the learned runs: metrics.json, predictions/, scores/, and
@@ -81,7 +81,7 @@ def _mark_as_head(run_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point (same config tree as run.py)."""
-    from mrc.train.errors import exit_on_user_error
+    from mrc.errors import exit_on_user_error
     from mrc.train.record import hydra_record, write_record
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
