@@ -1,4 +1,4 @@
-"""``python -m mrc.report.abstention``: the pool table, the split table and the plots of a run."""
+"""``python -m mrc abstention``: the pool table, the split table and the plots of a run."""
 import json
 
 import numpy as np

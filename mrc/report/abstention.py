@@ -1,4 +1,4 @@
-"""``python -m mrc.report.abstention RUN_DIR [RUN_DIR ...] --out DIR``: when the models should not answer.
+"""``python -m mrc abstention RUN_DIR [RUN_DIR ...] --out DIR``: when the models should not answer.
 
 Per run and confidence method (raw = softmax over the n-best and the null at T = 1; temperature; features, the
 last two fitted on the calibration slice held out of training): the abstention metrics of the mixed pool
@@ -108,7 +108,7 @@ def run_rows(name: str, metrics: dict) -> tuple[list[str], list[str]]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mrc.report.abstention", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m mrc abstention", description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", help="run directories (each with metrics.json)")
     ap.add_argument("--out", required=True, help="directory for abstention.md and the plots")
     args = ap.parse_args(argv)
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         curves = {m: a for m in METHODS if splits and (a := pool_arrays(run, splits, m)) is not None}
         if curves:
             plots.append(plot_run(name, curves, out / f"abstention_{name}.png").name)
-    lines = [f"`{' '.join(['python -m mrc.report.abstention', *sys.argv[1:]] if argv is None else argv)}`", "",
+    lines = [f"`{' '.join(['python -m mrc abstention', *sys.argv[1:]] if argv is None else argv)}`", "",
              "## Mixed pool (confidence methods; calibrators fitted on the calibration slice of the training data)", "",
              "| run | method | n | F1 | ECE | MacroCE | Brier | AURC | coverage @ F1 80 % | @ 90 % | AURC − raw [95 % CI], p |",
              "|---|---|---|---|---|---|---|---|---|---|---|", *pool_rows, "",
