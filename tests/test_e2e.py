@@ -97,6 +97,10 @@ def test_run_py_cli_writes_into_hydra_run_dir(tmp_path):
         assert (run_dir / rel).is_file(), rel
     assert list((run_dir / "wandb").glob("offline-run-*")), "W&B offline run files expected"
     assert not (tmp_path / "outputs").exists()
+    # the last line says where the run and its checkpoint are (the serve command needs the latter)
+    done = [ln for ln in (run_dir / "run.log").read_text(encoding="utf-8").splitlines() if " - done: " in ln]
+    assert done and done[-1].endswith(f"checkpoint {run_dir / 'checkpoint'} (serve it: python -m mrc serve "
+                                      f"{run_dir / 'checkpoint'})")
 
 
 def test_every_experiment_composes_with_every_head(tmp_path):

@@ -478,3 +478,7 @@ def _report(cfg, run_dir, train, train_windows, splits, device, logger, data_inf
     if device.startswith("cuda"):
         metrics["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     write_outputs(run_dir, run_state.best_results, metrics, cfg, logger, splits)
+    ckpt = Path(run_dir) / "checkpoint"
+    where = (f"; checkpoint {ckpt} (serve it: python -m mrc serve {ckpt})" if cfg.trainer.save_checkpoint
+             and ckpt.is_dir() else "")
+    log.info("done: run dir %s (metrics.json, predictions/)%s", run_dir, where)
