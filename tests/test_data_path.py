@@ -15,8 +15,8 @@ from mrc.train.loggers import NullLogger
 from mrc.train.loop import (EpochProgress, batch_stream, build_optimizer, epoch_batches, epoch_padding, num_workers,
                             padded_share, train_epoch)
 from mrc.train.precision import FP16, grad_scaler
-from mrc.train.resume import Resumer, RunProgress, load_state, rng_state, set_rng_state, state_path
-from tests.test_resume import TRAINER, resumer_cfg, tiny_model, windows
+from mrc.train.resume import Resumer, RunProgress, load_state, rng_state, state_path
+from tests.test_resume import TRAINER, restored, resumer_cfg, tiny_model, windows
 from tests.test_train import OPTIM
 
 
@@ -106,12 +106,7 @@ def test_mid_epoch_resume_is_exact_with_either_grouping_and_workers(group_by_len
                          opt=copy.deepcopy(opt.state_dict()), sched=copy.deepcopy(sched.state_dict()))
 
     full, _ = train_epoch(model, ws, opt, sched, step=0, on_resume_point=capture, **kw)
-    again = tiny_model(seed=1)
-    opt2, sched2 = build_optimizer(again, OPTIM, 5)
-    again.load_state_dict(saved["model"])
-    opt2.load_state_dict(saved["opt"])
-    sched2.load_state_dict(saved["sched"])
-    set_rng_state(saved["rng"])
+    again, opt2, sched2 = restored(saved)
     rest, steps = train_epoch(again, ws, opt2, sched2, step=2, start=saved["progress"], **kw)
     assert steps == 5 and rest["loss"] == full["loss"] and rest["windows"] == full["windows"] == 40
     assert rest["padded_share"] == full["padded_share"]

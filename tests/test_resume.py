@@ -79,6 +79,18 @@ def test_run_progress_json_round_trip():
     assert "nbest" not in RunProgress.from_json(run.to_json(keep_nbest=False)).best_results["in_domain"]
 
 
+def restored(saved: dict, total_steps: int = 5):
+    """A fresh tiny model, optimizer and schedule with the ``model`` / ``opt`` / ``sched`` / ``rng`` states of a
+    mid-epoch capture put back."""
+    model = tiny_model(seed=1)
+    opt, sched = build_optimizer(model, OPTIM, total_steps)
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["opt"])
+    sched.load_state_dict(saved["sched"])
+    set_rng_state(saved["rng"])
+    return model, opt, sched
+
+
 def windows(n: int, seed: int = 0, lengths: tuple[int, int] = (6, 12)) -> list[Window]:
     """``n`` random windows of ``lengths[0]`` to ``lengths[1] - 1`` tokens, each with a gold span."""
     rng = np.random.default_rng(seed)
@@ -115,12 +127,7 @@ def test_train_epoch_resumes_mid_epoch_exactly():
 
     full, steps = train_epoch(model, ws, opt, sched, step=0, on_resume_point=capture, **kw)
     assert steps == 5 and saved["progress"].batch == 4 and saved["progress"].n_loss == 4
-    again = tiny_model(seed=1)
-    opt2, sched2 = build_optimizer(again, OPTIM, 5)
-    again.load_state_dict(saved["model"])
-    opt2.load_state_dict(saved["opt"])
-    sched2.load_state_dict(saved["sched"])
-    set_rng_state(saved["rng"])
+    again, opt2, sched2 = restored(saved)
     rest, steps2 = train_epoch(again, ws, opt2, sched2, step=2, start=saved["progress"], **kw)
     assert steps2 == 5 and rest["loss"] == full["loss"] and rest["windows"] == full["windows"] == 40
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
