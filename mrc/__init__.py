@@ -1,6 +1,6 @@
 """mrc-zh: span-scoring machine reading comprehension for Chinese.
 
-The library, by concern (each subpackage's docstring says what it may import; ``tests/test_layout.py``
+The library, by concern (each subpackage's docstring says what it may import; ``tests/contracts/test_layout.py``
 checks it)::
 
     data/        SQuAD-format reading and validation, download, subsets, windows (features), batching, demo data

@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from mrc.data.features import build_windows
+from mrc.data.features import Geometry, build_windows
 from mrc.eval.nulls import apply_threshold, tune_threshold, tune_threshold_for_loss
 from mrc.eval.selective import add_confidences, pool_summary
 from mrc.model import checkpoint
 from mrc.train.inputs import load_data
 from mrc.train.outputs import write_json
-from mrc.train.pipeline import evaluate_split, retune_nulls, score
+from mrc.eval.scoring import evaluate_split, retune_nulls, score
 
 BUDGETS = (0.5, 1.0, 2.0, 3.0, 5.0)
 
@@ -56,11 +56,11 @@ def main(run: Path, out: Path, overrides: list[str]) -> None:
     cfg.trainer.progress = False
     model, tokenizer, _ = checkpoint.load(run / "checkpoint")
     _, _, _, splits = load_data(cfg, out)
-    geometry = {k: cfg.data[k] for k in ("max_len", "max_query_len", "doc_stride")}
     for s in splits.values():
-        s.windows, _ = build_windows(s.examples, tokenizer, training=False, **geometry)
+        s.windows, _ = build_windows(s.examples, tokenizer, Geometry.of(cfg.data), training=False)
     with torch.inference_mode():
-        results = {n: evaluate_split(model, s, cfg, "cpu", tokenizer.pad_token_id, None) for n, s in splits.items()}
+        results = {n: evaluate_split(model, s, cfg.decode, batch_size=cfg.trainer.eval_batch_size, device="cpu",
+                                     pad_id=tokenizer.pad_token_id) for n, s in splits.items()}
     table = decisions(results, splits) if "calibration" in results else None
     if cfg.decode.null_threshold == "tune":
         retune_nulls(results, splits, cfg.decode.tune_on, cfg.decode.get("tune_for", "f1"),

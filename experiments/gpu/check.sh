@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU readiness check: bash experiments/gpu/check.sh OUT_DIR [--dry-run]
-#   (a) the tests marked `gpu` (tests/test_gpu.py: every head in every precision, save -> load -> predict,
+#   (a) the tests marked `gpu` (tests/train/test_gpu.py: every head in every precision, save -> load -> predict,
 #       exact resume, non-finite loss, DDP with one process on NCCL), then the torch.compile demo run;
 #   (b) training speed per precision (experiments/gpu/speed.py): OUT_DIR/speed.json and OUT_DIR/speed.md;
 #   (c) the bench (python -m mrc.bench --device cuda): ours vs the HF Trainer peer on roberta_wwm's shape in fp32,
@@ -27,14 +27,14 @@ export WANDB_MODE=disabled CUBLAS_WORKSPACE_CONFIG=:4096:8
 
 if [[ $DRY == 1 ]]; then
     export MRC_GPU_DRY_RUN=1 MRC_CPU_FP16=1 CUDA_VISIBLE_DEVICES="" OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-    TESTS=(tests/test_gpu.py -m gpu -k "not demo_run or fp16")   # one demo run (the GradScaler path) on the CPU
+    TESTS=(tests/train/test_gpu.py -m gpu -k "not demo_run or fp16")   # one demo run (the GradScaler path) on the CPU
     SPEED=(--dry-run)
     BENCH=(--device cpu --shape tiny --windows 32 --batch-size 8 --warmup-batches 1 --variants fp32,fp16)
 else
     "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
         echo "no CUDA device visible to $PY: run with --dry-run on a CPU" >&2; exit 2; }
     nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
-    TESTS=(tests/test_gpu.py tests/test_train.py::test_demo_run_with_torch_compile)   # every test in test_gpu.py is `gpu`
+    TESTS=(tests/train/test_gpu.py tests/train/test_loop.py::test_demo_run_with_torch_compile)   # every test in tests/train/test_gpu.py is `gpu`
     SPEED=()
     BENCH=(--device cuda --shape base --variants fp32,auto,auto+compile)
 fi

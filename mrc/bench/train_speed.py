@@ -117,13 +117,13 @@ def synthetic_windows(n: int, length: int, vocab: int, seed: int = 0) -> list[Wi
 
 def data_windows(args, tokenizer, n: int) -> list[Window]:
     """The first ``n`` training windows of ``--data``, cut as the run cuts them (``--length``, query, stride)."""
-    from mrc.data.features import build_windows
+    from mrc.data.features import Geometry, build_windows
     from mrc.data.squad import load_squad
 
     examples, _ = load_squad(Path(args.data), training=True)
     try:  # every question gives at least one window: its first n are enough
-        windows, _ = build_windows(examples[:n], tokenizer, training=True, max_len=args.length,
-                                   max_query_len=args.max_query_len, doc_stride=args.doc_stride)
+        windows, _ = build_windows(examples[:n], tokenizer, Geometry(args.length, args.max_query_len, args.doc_stride),
+                                   training=True)
     except ValueError as e:
         raise SystemExit(f"mrc.bench: --length / --max-query-len / --doc-stride: {e}") from None
     return windows[:n]

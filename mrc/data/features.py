@@ -60,16 +60,46 @@ def window_starts(n_tokens: int, budget: int, doc_stride: int) -> list[int]:
     return starts
 
 
-def check_lengths(max_len: int, max_query_len: int, doc_stride: int) -> int:
-    """Validate the window geometry; returns the minimum context budget per window."""
-    budget = max_len - max_query_len - 3
-    if budget <= 0:
-        raise ValueError(f"max_len={max_len} leaves no room for context after max_query_len={max_query_len}"
-                         " and 3 special tokens")
-    if not 0 <= doc_stride < budget:
-        raise ValueError(f"doc_stride={doc_stride} must be in [0, {budget}): it is the overlap between "
-                         f"windows of at least {budget} context tokens (max_len - max_query_len - 3)")
-    return budget
+@dataclass(frozen=True)
+class Geometry:
+    """How questions and contexts are cut into windows, the one description every reader of the ``data``
+    section shares (the training run, a checkpoint, prediction, serving, the benchmarks): ``max_len`` tokens per
+    window, the question cut to ``max_query_len`` tokens, two consecutive windows sharing ``doc_stride``
+    context tokens. Built with :meth:`of` and checked once (:meth:`check`)."""
+
+    max_len: int
+    max_query_len: int
+    doc_stride: int
+
+    @classmethod
+    def of(cls, data) -> Geometry:
+        """The geometry a config's ``data`` section (a DictConfig or dict) or an argparse namespace names."""
+        get = data.get if hasattr(data, "get") else lambda key: getattr(data, key)
+        return cls(get("max_len"), get("max_query_len"), get("doc_stride"))
+
+    @property
+    def budget(self) -> int:
+        """Context tokens every window holds at least (a question of ``max_query_len`` tokens)."""
+        return self.max_len - self.max_query_len - 3
+
+    def budget_for(self, question_tokens: int) -> int:
+        """Context tokens of a window whose question has ``question_tokens`` tokens (cut to ``max_query_len``),
+        beside [CLS] and two [SEP]."""
+        return self.max_len - min(question_tokens, self.max_query_len) - 3
+
+    def check(self) -> int:
+        """Refuse a geometry that cannot cut windows (ValueError naming the value); returns :attr:`budget`."""
+        if self.budget <= 0:
+            raise ValueError(f"max_len={self.max_len} leaves no room for context after "
+                             f"max_query_len={self.max_query_len} and 3 special tokens")
+        if not 0 <= self.doc_stride < self.budget:
+            raise ValueError(f"doc_stride={self.doc_stride} must be in [0, {self.budget}): it is the overlap between "
+                             f"windows of at least {self.budget} context tokens (max_len - max_query_len - 3)")
+        return self.budget
+
+    def count(self, context_tokens: int, question_tokens: int) -> int:
+        """How many windows a question of ``question_tokens`` tokens gets over ``context_tokens`` tokens."""
+        return len(window_starts(context_tokens, self.budget_for(question_tokens), self.doc_stride))
 
 
 def token_span(offsets: np.ndarray, char_start: int, char_end: int) -> tuple[int, int]:
@@ -104,13 +134,14 @@ def clean_offsets(context: str, offsets: np.ndarray) -> np.ndarray:
     return offsets
 
 
-def build_windows(examples: list[Example], tokenizer, *, max_len: int, max_query_len: int,
-                  doc_stride: int, training: bool) -> tuple[list[Window], FeatureStats]:
-    """Tokenize each question and each distinct context once, then cut contexts into windows."""
+def build_windows(examples: list[Example], tokenizer, geometry: Geometry, *,
+                  training: bool) -> tuple[list[Window], FeatureStats]:
+    """Tokenize each question and each distinct context once, then cut contexts into windows of ``geometry``."""
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError("a fast (Rust) tokenizer is required for offset mapping; got "
                         f"{type(tokenizer).__name__}")
-    check_lengths(max_len, max_query_len, doc_stride)
+    geometry.check()
+    max_query_len = geometry.max_query_len
     stats = FeatureStats(examples=len(examples))
     if not examples:
         return [], stats
@@ -136,9 +167,9 @@ def build_windows(examples: list[Example], tokenizer, *, max_len: int, max_query
                 continue
             stats.answers_misaligned += int(offs[ts, 0] != cs or offs[te, 1] != ce)
             gold_tok.append((ts, te))
-        budget = max_len - len(q) - 3
+        budget = geometry.budget_for(len(q))
         head = np.asarray([cls, *q, sep], np.int64)
-        for w0 in window_starts(len(ids), budget, doc_stride):
+        for w0 in window_starts(len(ids), budget, geometry.doc_stride):
             w1 = min(w0 + budget, len(ids))
             windows.append(_make_window(idx, head, ids[w0:w1], offs[w0:w1], sep, w0, w1, gold_tok))
             windows[-1].unanswerable = bool(ex.is_impossible)

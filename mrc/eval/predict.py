@@ -28,15 +28,14 @@ from mrc.model import checkpoint
 from mrc.model.quantize import (QUANTIZE, FastModelError, OnnxSpanModel, autocast_bf16, quantize_int8,
                                 tokenizer_and_config)
 from mrc.data.squad import DataError, Example, load_squad
-from mrc.data.features import build_windows
+from mrc.data.features import Geometry, build_windows
 from mrc.eval.confidence import AnswerConfidence, check_min_confidence, load_confidence, withhold
 from mrc.eval.inference import postprocess, score_windows
 
 
 def make_windows(examples: list[Example], tokenizer, cfg):
     """The windows :func:`predict` scores: the geometry the model was trained with."""
-    return build_windows(examples, tokenizer, max_len=cfg.data.max_len, max_query_len=cfg.data.max_query_len,
-                         doc_stride=cfg.data.doc_stride, training=False)[0]
+    return build_windows(examples, tokenizer, Geometry.of(cfg.data), training=False)[0]
 
 
 def load_for_inference(path, device: str = "cpu", *, quantize: str | None = None, onnx=None):

@@ -14,8 +14,9 @@ config is plain YAML read as data: the head and the neck are built directly from
 :func:`save` writes into a temp sibling and swaps it in whole (:func:`mrc.model.atomic.replaced_dir`), with a
 ``manifest.json`` of every file's sha256 (:mod:`mrc.model.manifest`) that :func:`load` verifies. A save killed
 between its two renames leaves the previous checkpoint as ``.<name>.old`` beside the missing one; a load of the
-missing one says so. A checkpoint written before manifests loads with a warning. ``span.safetensors`` must hold
-exactly the model's span state, and no loaded weight may be NaN or infinite.
+missing one says so. A checkpoint written before manifests loads with a warning. ``mrc.yaml`` carries its
+format (:data:`FORMAT`); an older one is brought up to date by one migration per format (:data:`MIGRATIONS`).
+``span.safetensors`` must hold exactly the model's span state, and no loaded weight may be NaN or infinite.
 """
 from __future__ import annotations
 
@@ -30,15 +31,21 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
 from heads import HEADS
+from mrc.data.features import Geometry
 from mrc.model import atomic
+from mrc.model.build import span_model
 from mrc.model.encoder import from_checkpoint
 from mrc.model.finetune import FINETUNES, plain_encoder
-from mrc.model.limits import out_of_range, window_budget
+from mrc.model.limits import out_of_range
 from mrc.model.manifest import ManifestError, verify_manifest, write_manifest
 from mrc.model.necks import NECKS
 from mrc.model.plain_yaml import PlainYamlError, load_plain
 from mrc.model.span_model import SpanModel, max_positions
 
+# mrc.yaml's format (its ``format`` key; a file without one is format 1). Format 1 had no neck or finetune
+# section when it was written before necks and fine-tuning modes existed; format 2 always has both. A change to
+# what mrc.yaml holds bumps FORMAT and adds one migration from the previous format (:data:`MIGRATIONS`).
+FORMAT = 2
 CALIBRATION_FILE = "calibration.json"  # the confidence calibrators, fitted on the calibration split (plain JSON)
 _MAX_CALIBRATION_BYTES = 1 << 20
 
@@ -57,6 +64,15 @@ _SECTIONS = {
 }
 
 
+def _from_format_1(raw: dict) -> dict:
+    """Format 1 -> 2: a checkpoint written before necks and fine-tuning modes had none (and trained the whole
+    encoder)."""
+    return {"neck": {"name": "none"}, "finetune": {"name": "full"}, **raw}
+
+
+MIGRATIONS = {1: _from_format_1}  # format -> its mrc.yaml in the next format
+
+
 class CheckpointError(ValueError):
     """A checkpoint directory that cannot or may not be loaded (the message names the file and key)."""
 
@@ -69,7 +85,7 @@ def save(path: str | Path, model: SpanModel, tokenizer, cfg: DictConfig, null_th
     (``null_threshold``: the value to store when it was tuned during the run; ``calibration``: the confidence
     calibrators fitted on the calibration split, as plain data, written to ``calibration.json``)."""
     path = Path(path)
-    keep = {"head": OmegaConf.to_container(cfg.head, resolve=True),
+    keep = {"format": FORMAT, "head": OmegaConf.to_container(cfg.head, resolve=True),
             "neck": OmegaConf.to_container(cfg.neck, resolve=True) if cfg.get("neck") else {"name": "none"},
             "finetune": (OmegaConf.to_container(cfg.finetune, resolve=True) if cfg.get("finetune")
                          else {"name": "full"}),
@@ -132,7 +148,7 @@ def _check_ranges(raw: dict, file: Path) -> None:
     data, decode = raw.get("data", {}), raw.get("decode") or {}
     max_len, query = data["max_len"], data["max_query_len"]
     checks = [("data.max_len", max_len, None), ("data.max_query_len", query, max_len - 4),
-              ("data.doc_stride", data["doc_stride"], window_budget(max_len, query) - 1)]
+              ("data.doc_stride", data["doc_stride"], Geometry.of(data).budget - 1)]
     checks += [(f"decode.{k}", decode[k], None) for k in ("n_best", "max_answer_len")
                if decode.get(k) is not None]
     for key, value, hi in checks:
@@ -144,6 +160,19 @@ def _check_ranges(raw: dict, file: Path) -> None:
     if isinstance(threshold, float) and not math.isfinite(threshold):
         raise CheckpointError(f"{file}: decode.null_threshold={threshold!r} must be a finite number, null or tune; "
                               "the file was edited, restore its value")
+
+
+def _migrated(raw: dict, file: Path) -> dict:
+    """``raw`` (without its ``format`` key) brought from its format to :data:`FORMAT` by :data:`MIGRATIONS`."""
+    raw = dict(raw)
+    fmt = raw.pop("format", 1)
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or not 1 <= fmt <= FORMAT:
+        newer = isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT
+        why = "a newer version of this project wrote it, update" if newer else "not a format of this project"
+        raise CheckpointError(f"{file}: format {fmt!r} ({why}; this code reads formats 1 to {FORMAT})")
+    for f in range(fmt, FORMAT):
+        raw = MIGRATIONS[f](raw)
+    return raw
 
 
 def read_config(path: Path) -> DictConfig:
@@ -158,11 +187,15 @@ def read_config(path: Path) -> DictConfig:
                               "or copy the checkpoint again") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("head"), dict):
         raise CheckpointError(f"{file}: no 'head' section; copy the checkpoint again")
+    raw = _migrated(raw, file)
     for key in sorted(set(raw) - {*_BUILT, *_SECTIONS}):
-        raise CheckpointError(f"{file}: unknown key {key!r}; a checkpoint's mrc.yaml holds only head, neck, "
+        raise CheckpointError(f"{file}: unknown key {key!r}; a checkpoint's mrc.yaml holds only format, head, neck, "
                               "finetune, model, data and decode")
     for section in ("neck", "finetune"):
-        if not isinstance(raw.get(section, {}), dict):
+        if section not in raw:
+            raise CheckpointError(f"{file}: no {section!r} section (format {FORMAT} names it); copy the checkpoint "
+                                  "again")
+        if not isinstance(raw[section], dict):
             raise CheckpointError(f"{file}: {section} must be a mapping")
     for section, allowed in _SECTIONS.items():
         values = raw.get(section) or {}
@@ -208,11 +241,6 @@ def build_from_config(section: str, values: dict, file: Path, **given):
         return cls(**{k: v for k, v in given.items() if k in supplied}, **values)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{file}: {section}: {e}") from None
-
-
-def head_from_config(head: dict, hidden_size: int, file: Path):
-    """The head named by a checkpoint's ``head`` section, built from the allow-list only (no code is run)."""
-    return build_from_config("head", head, file, hidden_size=hidden_size)
 
 
 def _encoder(path: Path):
@@ -279,14 +307,11 @@ def load(path: str | Path, device: str = "cpu"):
     if limit is not None and cfg.data.max_len > limit:
         raise CheckpointError(f"{file}: data.max_len={cfg.data.max_len} exceeds the encoder's {limit} positions "
                               f"({path / 'encoder' / 'config.json'}); the file was edited, restore its value")
-    layers = getattr(enc.model.config, "num_hidden_layers", 0)
-    neck_cfg = OmegaConf.to_container(cfg.neck) if cfg.get("neck") else {"name": "none"}  # none: written before necks
-    neck = build_from_config("neck", neck_cfg, file,
-                             hidden_size=enc.hidden_size, num_layers=layers)
-    head = head_from_config(OmegaConf.to_container(cfg.head), neck.out_size, file)
-    model = SpanModel(enc.model, head, neck=neck, **cfg.get("model", {}))
-    tune_cfg = OmegaConf.to_container(cfg.finetune) if cfg.get("finetune") else {"name": "full"}
-    build_from_config("finetune", tune_cfg, file).restore(model)  # adapters: re-attached before their weights
+    neck_cfg, tune_cfg = OmegaConf.to_container(cfg.neck), OmegaConf.to_container(cfg.finetune)
+    mode = build_from_config("finetune", tune_cfg, file)
+    model = span_model(enc, lambda **sizes: build_from_config("neck", neck_cfg, file, **sizes),
+                       lambda **sizes: build_from_config("head", OmegaConf.to_container(cfg.head), file, **sizes),
+                       cfg.get("model", {}), finetune=mode.restore)  # adapters: re-attached before their weights
     weights = _span_weights(span, set(model.span_state()))
     try:
         missing, unexpected = model.load_state_dict(weights, strict=False)

@@ -11,9 +11,9 @@ import math
 RANGES: dict[str, tuple[int | float | None, int | float | None]] = {
     # 16 tokens hold [CLS] q [SEP] c [SEP] with a few of each; no encoder here has more than 8192 positions
     "data.max_len": (16, 8192),
-    # at least one context token must remain: at most max_len - 4 (see window_budget)
+    # at least one context token must remain: at most max_len - 4 (mrc.data.features.Geometry.budget)
     "data.max_query_len": (1, 8192),
-    # the overlap of two windows (mrc.data.features): 0 (none) up to window_budget - 1
+    # the overlap of two windows (mrc.data.features.Geometry): 0 (none) up to its budget - 1
     "data.doc_stride": (0, 8192),
     # 0 answers "" to everything; the decoder holds (windows x n_best) candidates
     "decode.n_best": (1, 1000),
@@ -32,12 +32,6 @@ RANGES: dict[str, tuple[int | float | None, int | float | None]] = {
     "state.eval_seconds": (0.0, None),
     "state.total_loss": (None, None),  # any finite number
 }
-
-
-def window_budget(max_len: int, max_query_len: int) -> int:
-    """Context tokens a window holds at least: ``max_len`` less the question and 3 special tokens (the same
-    geometry as :func:`mrc.data.features.check_lengths`, which this layer cannot import)."""
-    return max_len - max_query_len - 3
 
 
 def out_of_range(key: str, value, lo=None, hi=None) -> str | None:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from heads.base import NEG
-from mrc.data.features import window_starts
+from mrc.data.features import Geometry
 from mrc.data.squad import Example
 from mrc.eval.confidence import AnswerConfidence, withhold
 from mrc.eval.inference import postprocess, score_windows, window_scores
@@ -63,8 +63,8 @@ def count_windows(tokenizer, cfg, context: str, questions: list[str]) -> int:
     token counts alone: refusing a request over the limit costs a tokenization, not thousands of windows."""
     q_ids = tokenizer(questions, add_special_tokens=False, verbose=False)["input_ids"]
     n = len(tokenizer(context, add_special_tokens=False, verbose=False)["input_ids"])
-    d = cfg.data  # the budget of build_windows: the question (cut to max_query_len), [CLS] and two [SEP]
-    return sum(len(window_starts(n, d.max_len - min(len(q), d.max_query_len) - 3, d.doc_stride)) for q in q_ids)
+    geometry = Geometry.of(cfg.data)
+    return sum(geometry.count(n, len(q)) for q in q_ids)
 
 
 def score_in_batches(model, tokenizer, cfg, windows, *, device: str, batch_size: int, deadline: float | None):

@@ -19,7 +19,8 @@ from mrc.data.squad import DataError, Example, clean_squad, load_squad, read_jso
 from mrc.data.subsets import in_eval_part, select_questions
 from mrc.eval.metric import describe_notes, load_references, notes
 from mrc.eval.nulls import TUNE_FOR
-from mrc.train.splits import Split, input_paths, materialise, split_specs, write_built
+from mrc.eval.split import Split
+from mrc.train.splits import input_paths, materialise, split_specs, write_built
 
 CALIBRATION = "calibration"  # the held-out split's name and its hash salt
 MAX_CALIBRATION_SHARE = 0.5

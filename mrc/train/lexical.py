@@ -50,7 +50,7 @@ def predict(examples, width: int = DEFAULT_WIDTH) -> dict[str, str]:
 def run(cfg: DictConfig, run_dir: Path) -> float:
     """Evaluate the lexical baseline on every split of ``cfg.data``; returns in-domain F1."""
     from mrc.train.inputs import load_data
-    from mrc.train.pipeline import score
+    from mrc.eval.scoring import score
     from mrc.train.outputs import write_json
 
     width = int(cfg.lexical.width)

@@ -5,7 +5,7 @@ import json
 import logging
 from pathlib import Path
 
-from mrc.train.splits import Split
+from mrc.eval.split import Split
 
 log = logging.getLogger(__name__)
 

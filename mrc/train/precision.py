@@ -1,7 +1,7 @@
 """Precision on CUDA (``trainer.precision``), TF32, fp16 on the CPU for tests, and ``trainer.compile``.
 
-The CPU's own choice (``trainer.cpu_bf16``) lives in :func:`mrc.train.pipeline.choose_precision`, which
-calls :func:`cuda_precision` for CUDA devices and :func:`cpu_override` first on the CPU.
+A run's choice is :func:`choose_precision`: :func:`cuda_precision` on CUDA devices; on the CPU
+:func:`cpu_override` first, then ``trainer.cpu_bf16``.
 """
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+from omegaconf import DictConfig
 
+from mrc.model.cpu import BF16_MIN_SPEEDUP, VIAS, bf16_matmul_speedup, bf16_units, cpu_name
+from mrc.model.quantize import cpu_has_bf16
 from mrc.train.inputs import ConfigError
 
 log = logging.getLogger(__name__)
@@ -119,3 +122,47 @@ def maybe_compile(net: torch.nn.Module, trainer) -> str | None:
     log.info("torch.compile of the training forward + loss (mode %s); the first steps compile", mode)
     net.compile(mode=mode)
     return mode
+
+
+def cpu_bf16_mode(value) -> str:
+    """Normalise ``trainer.cpu_bf16``: ``auto`` (bf16 where the CPU has native units), ``true`` or ``false``."""
+    mode = str(value).strip().lower()
+    if mode not in ("auto", "true", "false"):
+        raise ConfigError(f"trainer.cpu_bf16={value!r}: must be auto, true or false")
+    return mode
+
+
+def choose_precision(trainer: DictConfig, device: str) -> Precision:
+    """The run's :class:`~mrc.train.precision.Precision`: name (``fp32``, ``bf16``, ``fp16``, ``bf16-matmul``,
+    ``bf16-autocast``), autocast dtype (None: no autocast) and whether a GradScaler is needed. On CUDA
+    ``trainer.precision`` decides (:func:`~mrc.train.precision.cuda_precision`; ``auto`` + an old
+    ``trainer.bf16: false`` = fp32); on the CPU ``trainer.cpu_bf16`` (unless ``trainer.precision`` forces fp32 /
+    fp16: :func:`~mrc.train.precision.cpu_override`), where auto = bf16 where the CPU has native bf16 units and
+    one product of e5_small's FFN shape, run the way ``trainer.cpu_bf16_via`` says, measures at least
+    ``BF16_MIN_SPEEDUP`` times the fp32 speed. Master weights, optimizer state, the heads' scores and losses and
+    decoding stay fp32 either way."""
+    if str(device).startswith("cuda"):
+        chosen = cuda_precision(trainer, device)
+        log.info("precision %s on %s (trainer.precision=%s, trainer.bf16=%s)", chosen.name,
+                 torch.cuda.get_device_name(device), trainer.get("precision", "auto"), trainer.get("bf16", True))
+        return chosen
+    forced = cpu_override(trainer)
+    if forced is not None:
+        return forced
+    mode, native = cpu_bf16_mode(trainer.get("cpu_bf16", "auto")), cpu_has_bf16()
+    via = str(trainer.get("cpu_bf16_via", "matmul"))
+    if via not in VIAS:
+        raise ConfigError(f"trainer.cpu_bf16_via={via!r}: must be one of {', '.join(VIAS)}")
+    units = ", ".join(bf16_units()) or "no AVX512-BF16 / AMX units"
+    if mode == "auto" and native:
+        speedup = bf16_matmul_speedup(via)
+        units += f"; a bf16 product via {via} measured {speedup:.2f}x the fp32 speed here"
+        native = speedup >= BF16_MIN_SPEEDUP
+    if mode == "false" or (mode == "auto" and not native):
+        log.info("precision fp32 on the CPU (%s; %s; trainer.cpu_bf16=%s)", cpu_name(), units, mode)
+        return Precision("fp32")
+    if not native:
+        log.warning("trainer.cpu_bf16=true: this CPU (%s) has no AVX512-BF16 / AMX units; bf16 runs emulated, "
+                    "slower than fp32 (set trainer.cpu_bf16=auto)", cpu_name())
+    log.info("precision bf16 via %s on the CPU (%s; %s; trainer.cpu_bf16=%s)", via, cpu_name(), units, mode)
+    return Precision(f"bf16-{via}", torch.bfloat16 if via == "autocast" else None)

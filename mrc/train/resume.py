@@ -35,16 +35,20 @@ from mrc.train.loop import EpochProgress, n_epochs
 
 log = logging.getLogger(__name__)
 STATE = Path("resume") / "state.pt"
-VERSION = 1
+# The state's format (``version``). Version 1 recorded whatever options existed when it was written; the options
+# added while it was current are filled by :func:`_from_v1`. Version 2 states record every option. Adding an
+# option: bump VERSION and add one migration from the previous version that fills it with the value that
+# reproduces the behaviour from before it existed (tests/train/test_resume_formats.py fails until you do).
+VERSION = 2
 # Keys that may change between the interrupted and the resuming invocation.
 VOLATILE_KEYS = ("logger", "paths", "trainer.resume", "trainer.resume_every", "trainer.progress",
                  "trainer.num_workers",  # who collates the batches, not which: the same batches either way
                  "trainer.log_every", "trainer.device", "trainer.retain_freed_memory",
                  "trainer.trim_freed_memory",
                  "decode.abstention_pool")  # which scored splits are pooled for the abstention metrics
-# Options added after states were first written, with the value that reproduces the behaviour from before
-# they existed: a state without the key resumes when the run sets exactly that value.
-ADDED_KEYS = {"optim.fused": False, "trainer.eval_each_epoch": True, "data.eval_splits": None,
+# Version 1: the options added while it was current, with the value that reproduces the behaviour from before
+# they existed (a state without the key resumes when the run sets exactly that value).
+V1_ADDED = {"optim.fused": False, "trainer.eval_each_epoch": True, "data.eval_splits": None,
               # issue 17: a state written before necks, fine-tuning modes, distillation and span targets
               # existed had none of them, which is what these defaults do
               "neck._target_": "mrc.model.necks.NoNeck", "finetune._target_": "mrc.model.finetune.Full",
@@ -75,8 +79,18 @@ ADDED_KEYS = {"optim.fused": False, "trainer.eval_each_epoch": True, "data.eval_
               "trainer.adversarial_eps": 1.0, "trainer.adversarial_steps": 3,
               # the best epoch by data.in_domain F1 (or the last, eval_each_epoch=false) before select_on existed
               "trainer.select_on": None}
-# Keys added later whose value in an older state is that of another key of the same state
-ADDED_FROM = {"head.span_max_len": "decode.max_answer_len"}
+# ... and those whose value in an older state is that of another key of the same state
+V1_ADDED_FROM = {"head.span_max_len": "decode.max_answer_len"}
+
+
+def _from_v1(config: dict) -> dict:
+    """Version 1 -> 2: every option added while version 1 was current, at its old behaviour's value."""
+    filled = {k: v for k, v in V1_ADDED.items() if k not in config}
+    filled.update({k: config.get(src) for k, src in V1_ADDED_FROM.items() if k not in config})
+    return {**config, **filled}
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _from_v1}  # version -> its config in the next version
 
 
 class ResumeError(ValueError):
@@ -244,18 +258,39 @@ def config_items(cfg: DictConfig) -> dict[str, Any]:
             if not any(k == vk or k.startswith(vk + ".") for vk in VOLATILE_KEYS)}
 
 
+def migrated_config(state: dict, path: Path) -> tuple[dict, set[str]]:
+    """(the state's recorded configuration brought to :data:`VERSION` by :data:`MIGRATIONS`, the keys the
+    migrations filled); a version this code cannot read is refused."""
+    version = state.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= VERSION:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > VERSION
+        why = "a newer version of this project wrote it" if newer else "not a state format of this project"
+        raise ResumeError(f"{path}: state version {version!r} ({why}; this code reads versions 1 to {VERSION}); "
+                          "delete it or set trainer.resume=false")
+    try:
+        config = json.loads(state["config"])
+    except (TypeError, ValueError) as e:
+        raise ResumeError(f"{path}: its recorded configuration cannot be read ({e}); delete it or set "
+                          "trainer.resume=false") from None
+    if not isinstance(config, dict):
+        raise ResumeError(f"{path}: its recorded configuration is not a mapping; delete it or set "
+                          "trainer.resume=false")
+    original = set(config)
+    for v in range(version, VERSION):
+        config = MIGRATIONS[v](config)
+    return config, set(config) - original
+
+
 def check_compatible(state: dict, cfg: DictConfig, d: Dist, path: Path) -> None:
     """Refuse to resume a state written by another configuration or another number of processes."""
-    if state.get("version") != VERSION:
-        raise ResumeError(f"{path}: state version {state.get('version')} (expected {VERSION})")
+    saved, filled = migrated_config(state, path)
     hint = "; start over with trainer.resume=false or use another hydra.run.dir"
     if state["world_size"] != d.world_size:
         raise ResumeError(f"{path} was written by {state['world_size']} process(es), this run has "
                          f"{d.world_size}{hint}")
-    saved, now = json.loads(state["config"]), config_items(cfg)
-    saved.update({k: v for k, v in ADDED_KEYS.items() if k not in saved and k in now})
-    saved.update({k: saved.get(src) for k, src in ADDED_FROM.items() if k not in saved and k in now})
-    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    now = config_items(cfg)
+    keys = (saved.keys() - (filled - now.keys())) | now.keys()  # a filled option this config lacks is not a change
+    differ = sorted(k for k in keys if saved.get(k) != now.get(k))
     if differ:
         raise ResumeError(f"{path}: the configuration differs from the interrupted run's in {differ}{hint}")
 

@@ -19,31 +19,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mrc.data.features import Window
-from mrc.data.squad import Example, clean_squad, read_json
-from mrc.eval.metric import GoldQuestion
+from mrc.data.squad import clean_squad, read_json
 from mrc.robustness.over_stability import distractor_capture
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Split:
-    """An evaluation split: its examples, windows and the official gold answers."""
-
-    name: str
-    path: Path
-    examples: list[Example]
-    gold: list[GoldQuestion]
-    stats: dict
-    spec: dict = field(default_factory=dict)
-    windows: list[Window] = field(default_factory=list)
 
 
 def split_specs(eval_cfg) -> dict[str, dict]:
