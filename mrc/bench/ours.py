@@ -77,7 +77,7 @@ def train_ours(encoder, head_name: str, tokenizer, train, args, null_window_keep
     tr, optim = trainer_cfg(args, null_window_keep), OmegaConf.load(CONF / "optim" / "adamw.yaml")
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        windows, _ = build_windows(train, tokenizer, geometry(args), training=True)
+        windows, _ = build_windows(train, tokenizer, Geometry.of(args), training=True)
         t1 = time.perf_counter()
         opt, sched = build_optimizer(model, optim, steps_per_epoch(windows, tr))
         train_epoch(model, windows, opt, sched, epoch=1, trainer=tr, pad_id=tokenizer.pad_token_id, device="cpu",
@@ -87,15 +87,11 @@ def train_ours(encoder, head_name: str, tokenizer, train, args, null_window_keep
                    "peak_rss_mb": mem.peak_mb, "examples_per_s": len(train) / (t2 - t0)}
 
 
-def geometry(args) -> Geometry:
-    return Geometry.of(args)
-
-
 def eval_ours(model, tokenizer, examples, gold, args) -> dict:
     """End to end: windows, forward, decode, answers."""
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        windows, _ = build_windows(examples, tokenizer, geometry(args), training=False)
+        windows, _ = build_windows(examples, tokenizer, Geometry.of(args), training=False)
         arrays = score_windows(model, windows, batch_size=args.eval_batch_size, max_answer_len=args.max_answer_len,
                                n_best=20, device="cpu", pad_id=tokenizer.pad_token_id)
         preds, _ = postprocess(examples, windows, *arrays, n_best=20)
@@ -270,7 +266,7 @@ def _bench(args) -> int:
     result = {"config": {**vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(),
                          "cpu": cpu_name(), "bf16_units": bf16_units(), "cores": os.cpu_count(), "n_train": len(train),
                          "n_eval": len(examples)}, "ours": {}}
-    windows, _ = build_windows(examples, enc.tokenizer, geometry(args), training=False)
+    windows, _ = build_windows(examples, enc.tokenizer, Geometry.of(args), training=False)
     batches_ = collated(windows, enc.tokenizer, args)
     bare_forward(enc.model, batches_)  # warm-up: first passes pay for allocator and thread-pool start-up
     fwd = min(bare_forward(enc.model, batches_) for _ in range(args.repeat))

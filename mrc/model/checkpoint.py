@@ -36,7 +36,7 @@ from mrc.model import atomic
 from mrc.model.build import span_model
 from mrc.model.encoder import from_checkpoint
 from mrc.model.finetune import FINETUNES, plain_encoder
-from mrc.model.limits import out_of_range
+from mrc.model.limits import out_of_range, unreadable_version
 from mrc.model.manifest import ManifestError, verify_manifest, write_manifest
 from mrc.model.necks import NECKS
 from mrc.model.plain_yaml import PlainYamlError, load_plain
@@ -166,10 +166,9 @@ def _migrated(raw: dict, file: Path) -> dict:
     """``raw`` (without its ``format`` key) brought from its format to :data:`FORMAT` by :data:`MIGRATIONS`."""
     raw = dict(raw)
     fmt = raw.pop("format", 1)
-    if isinstance(fmt, bool) or not isinstance(fmt, int) or not 1 <= fmt <= FORMAT:
-        newer = isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT
-        why = "a newer version of this project wrote it, update" if newer else "not a format of this project"
-        raise CheckpointError(f"{file}: format {fmt!r} ({why}; this code reads formats 1 to {FORMAT})")
+    why = unreadable_version(fmt, FORMAT)
+    if why:
+        raise CheckpointError(f"{file}: format {fmt!r} ({why})")
     for f in range(fmt, FORMAT):
         raw = MIGRATIONS[f](raw)
     return raw

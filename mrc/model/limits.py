@@ -51,3 +51,13 @@ def out_of_range(key: str, value, lo=None, hi=None) -> str | None:
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         return allowed
     return None
+
+
+def unreadable_version(value, current: int) -> str | None:
+    """Why a file's format ``value`` cannot be read by code that reads versions 1 to ``current`` (None: it can);
+    checkpoints (``format``) and resume states (``version``) share this."""
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= current:
+        return None
+    newer = isinstance(value, int) and not isinstance(value, bool) and value > current
+    why = "a newer version of this project wrote it" if newer else "not a format of this project"
+    return f"{why}; this code reads versions 1 to {current}"

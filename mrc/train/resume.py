@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mrc.model import atomic
-from mrc.model.limits import out_of_range
+from mrc.model.limits import out_of_range, unreadable_version
 from mrc.train import distributed
 from mrc.train.distributed import Dist
 from mrc.train.loop import EpochProgress, n_epochs
@@ -262,11 +262,9 @@ def migrated_config(state: dict, path: Path) -> tuple[dict, set[str]]:
     """(the state's recorded configuration brought to :data:`VERSION` by :data:`MIGRATIONS`, the keys the
     migrations filled); a version this code cannot read is refused."""
     version = state.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= VERSION:
-        newer = isinstance(version, int) and not isinstance(version, bool) and version > VERSION
-        why = "a newer version of this project wrote it" if newer else "not a state format of this project"
-        raise ResumeError(f"{path}: state version {version!r} ({why}; this code reads versions 1 to {VERSION}); "
-                          "delete it or set trainer.resume=false")
+    why = unreadable_version(version, VERSION)
+    if why:
+        raise ResumeError(f"{path}: state version {version!r} ({why}); delete it or set trainer.resume=false")
     try:
         config = json.loads(state["config"])
     except (TypeError, ValueError) as e:

@@ -45,5 +45,5 @@ def test_a_saved_checkpoint_is_the_current_format_and_a_format_1_copy_loads_the_
 def test_a_format_this_code_cannot_read_is_refused_with_one_line(tmp_path, fmt, why):
     raw = yaml.safe_load((FORMATS / "checkpoint_v1_mrc.yaml").read_text())
     (tmp_path / "mrc.yaml").write_text(yaml.safe_dump({"format": fmt, **raw}))
-    with pytest.raises(CheckpointError, match=rf"mrc\.yaml: format .*\({why}.*reads formats 1 to {FORMAT}\)"):
+    with pytest.raises(CheckpointError, match=rf"mrc\.yaml: format .*\({why}.*reads versions 1 to {FORMAT}\)"):
         checkpoint.read_config(tmp_path)
