@@ -27,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywher
 from heads.softmax import SoftmaxHead  # noqa: E402
 from mrc.data.features import Window  # noqa: E402
 from mrc.model.span_model import SpanModel  # noqa: E402
-from mrc.train.loggers import NullLogger  # noqa: E402
-from mrc.train.loop import build_optimizer, train_epoch  # noqa: E402
+from mrc.train.loop import TrainLoop, build_optimizer  # noqa: E402
 from mrc.train.precision import BY_NAME, grad_scaler, maybe_compile, tf32_scope  # noqa: E402
 
 BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, vocab_size=21128)
@@ -76,17 +75,16 @@ def measure(device: str, precision: str, tf32: bool, compiled: bool, shape: dict
         from mrc.train.distributed import LossForward
         net = LossForward(model)
         maybe_compile(net, trainer)
-    kw = dict(trainer=trainer, pad_id=0, device=device, amp_dtype=prec.autocast_dtype, logger=NullLogger(),
-              net=net, scaler=scaler)
+    loop = TrainLoop(model, opt, sched, trainer, 0, device, amp_dtype=prec.autocast_dtype, net=net, scaler=scaler)
     with tf32_scope(tf32, device):
         t0 = time.perf_counter()
-        train_epoch(model, ws[: batch * max(2, batches // 4)], opt, sched, epoch=1, step=0, **kw)  # warm-up, compile
+        loop.run_epoch(ws[: batch * max(2, batches // 4)], epoch=1, step=0)  # warm-up, compile
         warm = time.perf_counter() - t0
         if device.startswith("cuda"):
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        stats, _ = train_epoch(model, ws, opt, sched, epoch=2, step=0, **kw)
+        stats, _ = loop.run_epoch(ws, epoch=2, step=0)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0

@@ -45,10 +45,9 @@ from mrc.data.squad import load_squad
 from mrc.model.encoder import pretrained, tiny_bert
 from mrc.data.features import Geometry, build_windows
 from mrc.eval.inference import postprocess, score_windows
-from mrc.train.loggers import NullLogger
 from mrc.eval.metric import evaluate, load_references
 from mrc.model.span_model import SpanModel
-from mrc.train.loop import build_optimizer, steps_per_epoch, train_epoch
+from mrc.train.loop import TrainLoop, build_optimizer, steps_per_epoch
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 HEADS = ("softmax", "globalpointer", "efficient_globalpointer")
@@ -80,8 +79,7 @@ def train_ours(encoder, head_name: str, tokenizer, train, args, null_window_keep
         windows, _ = build_windows(train, tokenizer, Geometry.of(args), training=True)
         t1 = time.perf_counter()
         opt, sched = build_optimizer(model, optim, steps_per_epoch(windows, tr))
-        train_epoch(model, windows, opt, sched, epoch=1, trainer=tr, pad_id=tokenizer.pad_token_id, device="cpu",
-                    amp_dtype=None, logger=NullLogger(), step=0)
+        TrainLoop(model, opt, sched, tr, tokenizer.pad_token_id, "cpu").run_epoch(windows, epoch=1, step=0)
         t2 = time.perf_counter()
     return model, {"features_s": t1 - t0, "train_s": t2 - t1, "seconds": t2 - t0, "windows": len(windows),
                    "peak_rss_mb": mem.peak_mb, "examples_per_s": len(train) / (t2 - t0)}

@@ -43,8 +43,7 @@ from mrc.data.features import Window
 from mrc.model.encoder import attention_implementation
 from mrc.model.span_model import SpanModel
 from mrc.train.distributed import LossForward
-from mrc.train.loggers import NullLogger
-from mrc.train.loop import build_optimizer, steps_per_epoch, train_epoch
+from mrc.train.loop import TrainLoop, build_optimizer, steps_per_epoch
 from mrc.train.precision import BY_NAME, cuda_precision, grad_scaler, maybe_compile, tf32_scope
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -162,16 +161,16 @@ def run_ours(encoder, windows: list[Window], v: Variant, args, device: str) -> d
     prec = BY_NAME[v.autocast]
     net = LossForward(model)
     maybe_compile(net, tr)
-    kw = dict(trainer=tr, pad_id=0, device=device, amp_dtype=prec.autocast_dtype, logger=NullLogger(), net=net,
-              scaler=grad_scaler(prec, device))
+    loop = TrainLoop(model, opt, sched, tr, 0, device, amp_dtype=prec.autocast_dtype, net=net,
+                     scaler=grad_scaler(prec, device))
     with tf32_scope(v.precision == "tf32", device), memory_probe(device) as rss:
         t0 = time.perf_counter()
-        _, step = train_epoch(model, warm, opt, sched, epoch=1, step=0, **kw)
+        _, step = loop.run_epoch(warm, epoch=1, step=0)
         sync(device)
         warm_s = time.perf_counter() - t0
         reset_peak(device)
         t0 = time.perf_counter()
-        stats, _ = train_epoch(model, windows, opt, sched, epoch=2, step=step, **kw)
+        stats, _ = loop.run_epoch(windows, epoch=2, step=step)
         sync(device)
         seconds = time.perf_counter() - t0
     return {"windows": stats["windows"], "seconds": seconds, "warmup_s": round(warm_s, 2),

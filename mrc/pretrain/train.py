@@ -57,6 +57,24 @@ class Progress:
     heldout_curve: list = field(default_factory=list)  # [step, acc, mask_acc, mask_loss] per train.eval_every
 
 
+@dataclass
+class Pretraining:
+    """What one pretraining run shares: its options, the masked-LM model and tokenizer, the tokenized corpora,
+    the ids a masked token may be replaced with, the device and the run dir."""
+
+    cfg: DictConfig
+    model: torch.nn.Module
+    tokenizer: object
+    corpora: Corpora
+    replacements: object
+    device: torch.device
+    out_dir: Path
+
+    def heldout(self) -> dict | None:
+        """Masked-LM accuracy and loss on the held-out lines (None: no held-out part)."""
+        return heldout_accuracy(self.model, self.corpora, self.tokenizer, self.replacements, self.cfg, self.device)
+
+
 # ----------------------------------------------------------------------------- state
 
 
@@ -193,7 +211,6 @@ def run_pretrain(cfg: DictConfig, out_dir: str | Path, interrupt_at: int | None 
     """Pretrain per ``cfg`` into ``out_dir``; returns the summary. ``interrupt_at``: stop after that optimizer
     step as if killed right after the state was saved (for tests of resuming)."""
     from hydra.utils import instantiate
-    from tqdm.auto import tqdm
 
     _check_budget(cfg)
     out_dir = Path(out_dir)
@@ -215,37 +232,41 @@ def run_pretrain(cfg: DictConfig, out_dir: str | Path, interrupt_at: int | None 
     corpora = prepare_corpora(cfg, tokenizer, out_dir, cache=out_dir / CORPUS_CACHE)
     replacements = replacement_ids(tokenizer.get_vocab(), tokenizer.all_special_ids)
     opt = build_optimizer(model, cfg.optim)
-    state_path = out_dir / STATE
-    p = restore_state(state_path, cfg, model, opt) or Progress(total_steps=cfg.train.max_steps)
+    job = Pretraining(cfg, model, tokenizer, corpora, replacements, device, out_dir)
+    p = restore_state(out_dir / STATE, cfg, model, opt) or Progress(total_steps=cfg.train.max_steps)
     if p.step == 0 and not p.resumed:
-        before = heldout_accuracy(model, corpora, tokenizer, replacements, cfg, device) or {}
+        before = job.heldout() or {}
         p.acc_before, p.mask_acc_before, p.mask_loss_before = before.get("acc"), before.get("mask_acc"), \
             before.get("mask_loss")
     logger = instantiate(cfg.logger, dir=str(out_dir))
     try:
         logger.log_config(OmegaConf.to_container(cfg, resolve=True))
         with stop_on_signal() as signalled:
-            stopped = _train_loop(model, opt, corpora, tokenizer, replacements, cfg, p, device, logger, state_path,
-                                  interrupt_at, tqdm, signalled)
+            stopped = _train_loop(job, opt, p, logger, interrupt_at, signalled)
         if stopped == "interrupted":
             log.info("stopped at optimizer step %d with the state saved in %s; run the same command to resume",
-                     p.step, state_path)
+                     p.step, out_dir / STATE)
             return {"interrupted_at": p.step}
-        summary = _finish(model, tokenizer, corpora, replacements, cfg, p, device, out_dir, stopped)
+        summary = _finish(job, p, stopped)
         logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
         return summary
     finally:
         logger.finish()
 
 
-def _train_loop(model, opt, corpora, tokenizer, replacements, cfg, p: Progress, device, logger, state_path,
-                interrupt_at, tqdm, signalled: list | None = None) -> str:
+def _train_loop(job: Pretraining, opt, p: Progress, logger, interrupt_at: int | None,
+                signalled: list | None = None) -> str:
+    """Optimizer steps until the budget is spent ("max_steps" / "max_minutes") or the run is stopped
+    ("interrupted": ``interrupt_at`` reached or a signal came; the state is saved first)."""
+    from tqdm.auto import tqdm
+
+    cfg, model, device = job.cfg, job.model, job.device
     t = cfg.train
     bar = tqdm(total=p.total_steps, initial=p.step, disable=not t.progress, desc="pretrain", unit="step")
     window = [0.0, 0.0, 0, 0.0, 0]  # loss sum, accuracy sum, tokens, seconds, steps since the last log
     while (stopped := _budget_done(cfg, p)) is None:
         start = time.perf_counter()
-        loss, acc, tokens = train_step(model, opt, corpora, tokenizer, replacements, cfg, p, device)
+        loss, acc, tokens = train_step(model, opt, job.corpora, job.tokenizer, job.replacements, cfg, p, device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         took = time.perf_counter() - start
@@ -264,14 +285,14 @@ def _train_loop(model, opt, corpora, tokenizer, replacements, cfg, p: Progress, 
             bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['train/mlm_acc']:.3f}")
             window = [0.0, 0.0, 0, 0.0, 0]
         if t.get("eval_every") and p.step % int(t.eval_every) == 0:
-            held = heldout_accuracy(model, corpora, tokenizer, replacements, cfg, device)
+            held = job.heldout()
             if held is not None:
                 logger.log({"heldout/mlm_acc": held["acc"], "heldout/mask_acc": held["mask_acc"],
                             "heldout/mask_loss": held["mask_loss"]}, step=p.step)
                 p.heldout_curve.append([p.step] + [round(held[k], 6) for k in ("acc", "mask_acc", "mask_loss")])
         stop = p.step == interrupt_at or bool(signalled)
         if p.step % int(t.save_every) == 0 or _budget_done(cfg, p) or stop:
-            save_state(state_path, cfg, model, opt, p)
+            save_state(job.out_dir / STATE, cfg, model, opt, p)
         if stop:
             bar.close()
             return "interrupted"
@@ -279,9 +300,11 @@ def _train_loop(model, opt, corpora, tokenizer, replacements, cfg, p: Progress, 
     return stopped
 
 
-def _finish(model, tokenizer, corpora, replacements, cfg, p: Progress, device, out_dir: Path, stopped) -> dict:
-    after = heldout_accuracy(model, corpora, tokenizer, replacements, cfg, device) or {}
-    unigram = unigram_baseline(corpora, tokenizer, replacements, cfg) or {}
+def _finish(job: Pretraining, p: Progress, stopped: str) -> dict:
+    """Score the held-out lines, save the encoder and write ``pretrain_summary.json``; returns the summary."""
+    model, tokenizer, corpora, device, out_dir = job.model, job.tokenizer, job.corpora, job.device, job.out_dir
+    after = job.heldout() or {}
+    unigram = unigram_baseline(corpora, tokenizer, job.replacements, job.cfg) or {}
     encoder_dir = out_dir / "encoder"
     save_encoder(model, tokenizer, encoder_dir)
     summary = {"encoder_dir": str(encoder_dir), "stopped_by": stopped, "steps": p.step, "total_steps": p.total_steps,

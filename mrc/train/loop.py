@@ -6,7 +6,7 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -20,6 +20,7 @@ from mrc.train import distributed
 from mrc.train.cpu_memory import release_freed_memory
 from mrc.data.batching import batches, collate
 from mrc.train.distributed import Dist
+from mrc.train.loggers import NullLogger
 from mrc.train.recipes import Recipes, encoder_depth, layer_decay, layer_scales
 from mrc.data.features import Window
 
@@ -307,25 +308,52 @@ class _LossSum:
         return float(self.sum.item())
 
 
-def train_epoch(model, windows: list[Window], opt, sched, *, epoch: int, trainer, pad_id: int, device,
-                amp_dtype, logger, step: int, net: nn.Module | None = None, dist: Dist = Dist(),
-                start: EpochProgress | None = None, on_resume_point: StepCallback | None = None,
-                scaler: torch.amp.GradScaler | None = None, recipes: Recipes | None = None) -> tuple[dict, int]:
-    """One pass over ``windows``; returns (epoch stats, global optimizer step).
+@dataclass
+class TrainLoop:
+    """What every epoch of one training shares: the model and its optimizer and schedule, how batches are
+    built and run, and where the loss and progress go. :meth:`run_epoch` makes one pass.
 
-    ``net``: the module called as ``net(batch) -> loss`` (:func:`mrc.train.distributed.wrap`; default
-    ``model.loss``). Under DDP (``dist``) this rank trains on its shard of the epoch's batch order;
-    the returned loss and ``windows`` are global (every window of the epoch's sample counted once,
-    padding repeats excluded). ``start`` resumes the epoch after ``start.batch`` batches (always an
-    optimizer-step boundary). ``on_resume_point(step, progress)`` is called every
-    ``trainer.resume_every`` optimizer steps with the progress summed over ranks. ``scaler``: a
+    ``trainer``: the trainer options (batch size, accumulation, clipping, shuffling, logging). ``pad_id``,
+    ``device``, ``amp_dtype``: how each batch is padded, placed and autocast (None: no autocast). ``net``:
+    the module called as ``net(batch) -> loss`` (:func:`mrc.train.distributed.wrap`; None: ``model.loss``).
+    ``dist``: the DDP ranks; each trains on its shard of the epoch's batch order. ``scaler``: a
     ``torch.amp.GradScaler`` (fp16) that scales the loss and skips steps whose gradients overflowed.
     ``recipes``: the adversarial passes after each batch's backward and the EMA update after each optimizer
     step (:class:`mrc.train.recipes.Recipes`; None: neither).
-
-    On CUDA the loss sum stays on the device and is read (with the non-finite check) only at log steps,
-    resume points and the epoch end: a ``.item()`` per batch would wait for the GPU every batch.
     """
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: object
+    trainer: object
+    pad_id: int
+    device: str | torch.device
+    amp_dtype: torch.dtype | None = None
+    logger: object = field(default_factory=NullLogger)
+    net: nn.Module | None = None
+    dist: Dist = Dist()
+    scaler: torch.amp.GradScaler | None = None
+    recipes: Recipes | None = None
+
+    def run_epoch(self, windows: list[Window], *, epoch: int, step: int, start: EpochProgress | None = None,
+                  on_resume_point: StepCallback | None = None) -> tuple[dict, int]:
+        """One pass over ``windows`` from global optimizer step ``step``; returns (epoch stats, global step).
+
+        The returned loss and ``windows`` are global under DDP (every window of the epoch's sample counted
+        once, padding repeats excluded). ``start`` resumes the epoch after ``start.batch`` batches (always
+        an optimizer-step boundary). ``on_resume_point(step, progress)`` is called every
+        ``trainer.resume_every`` optimizer steps with the progress summed over ranks.
+        """
+        return _run_epoch(self, windows, epoch, step, start, on_resume_point)
+
+
+def _run_epoch(loop: TrainLoop, windows: list[Window], epoch: int, step: int, start: EpochProgress | None,
+               on_resume_point: StepCallback | None) -> tuple[dict, int]:
+    """:meth:`TrainLoop.run_epoch`. On CUDA the loss sum stays on the device and is read (with the
+    non-finite check) only at log steps, resume points and the epoch end: a ``.item()`` per batch would
+    wait for the GPU every batch."""
+    model, opt, sched, trainer, device = loop.model, loop.opt, loop.sched, loop.trainer, loop.device
+    pad_id, amp_dtype, dist, scaler, recipes = loop.pad_id, loop.amp_dtype, loop.dist, loop.scaler, loop.recipes
+    logger, net = loop.logger, loop.net
     net = net if net is not None else distributed.LossForward(model)
     net.train()
     windows, order = epoch_batches(windows, trainer, epoch)

@@ -32,7 +32,7 @@ from mrc.train.distributed import Dist
 from mrc.train.evaluation import evaluate_epoch, final_evaluation
 from mrc.train.inputs import ConfigError, load_data
 from mrc.train.loggers import NullLogger, job_info
-from mrc.train.loop import build_optimizer, n_epochs, num_workers, total_steps, train_epoch, window_keeps
+from mrc.train.loop import TrainLoop, build_optimizer, n_epochs, num_workers, total_steps, window_keeps
 from mrc.train.precision import choose_precision, grad_scaler, maybe_compile, tf32_scope
 from mrc.train.recipes import Recipes
 from mrc.train.recipes import check as check_recipes
@@ -208,11 +208,11 @@ def fit(run: Run, model, data: TrainingSet, resume_state: dict | None = None, sc
     compiled = maybe_compile(net, tr)  # in place: the mode, or None
     run.params.update(compile=compiled or False, tf32=bool(tr.get("tf32", False)) and "cuda" in run.device,
                       recipes=check_recipes(cfg))
+    loop = TrainLoop(model, opt, sched, tr, run.pad_id, run.device, amp_dtype=run.amp, logger=run.logger, net=net,
+                     dist=d, scaler=scaler, recipes=recipes)
     for epoch in range(first_epoch, last + 1):
-        ep, state.step = train_epoch(model, data.windows, opt, sched, epoch=epoch, trainer=tr, pad_id=run.pad_id,
-                                     device=run.device, amp_dtype=run.amp, logger=run.logger, step=state.step,
-                                     net=net, dist=d, start=progress,
-                                     on_resume_point=resumer.step_saver(state, epoch), scaler=scaler, recipes=recipes)
+        ep, state.step = loop.run_epoch(data.windows, epoch=epoch, step=state.step, start=progress,
+                                        on_resume_point=resumer.step_saver(state, epoch))
         progress = None
         state.train_seconds += ep["seconds"]
         state.windows_trained += ep["windows"]

@@ -373,7 +373,7 @@ class Resumer:
                  progress.batch, run.step, self.path)
 
     def step_saver(self, run: RunProgress, epoch: int) -> Callable[[int, EpochProgress], None] | None:
-        """The mid-epoch callback for :func:`mrc.train.loop.train_epoch` (None when states are off)."""
+        """The mid-epoch callback for :meth:`mrc.train.loop.TrainLoop.run_epoch` (None when states are off)."""
         if not self.enabled:
             return None
 

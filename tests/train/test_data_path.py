@@ -11,9 +11,8 @@ from omegaconf import OmegaConf
 from mrc.data.batching import batches
 from mrc.data.features import Window
 from mrc.train.distributed import Dist
-from mrc.train.loggers import NullLogger
-from mrc.train.loop import (EpochProgress, batch_stream, build_optimizer, epoch_batches, epoch_padding, num_workers,
-                            padded_share, train_epoch)
+from mrc.train.loop import (EpochProgress, TrainLoop, batch_stream, build_optimizer, epoch_batches, epoch_padding, num_workers,
+                            padded_share)
 from mrc.train.precision import FP16, grad_scaler
 from mrc.train.resume import Resumer, RunProgress, load_state, rng_state, state_path
 from tests.train.test_resume import TRAINER, restored, resumer_cfg, tiny_model, windows
@@ -31,8 +30,7 @@ def trainer(**kw):
 
 def epoch(model, ws, tr, **kw):
     opt, sched = build_optimizer(model, OPTIM, 5)
-    return train_epoch(model, ws, opt, sched, epoch=1, trainer=tr, pad_id=0, device="cpu", amp_dtype=None,
-                       logger=NullLogger(), step=0, **kw)
+    return TrainLoop(model, opt, sched, tr, 0, "cpu", **kw).run_epoch(ws, epoch=1, step=0)
 
 
 def test_worker_collated_batches_are_the_main_threads():
@@ -98,16 +96,16 @@ def test_mid_epoch_resume_is_exact_with_either_grouping_and_workers(group_by_len
     tr = trainer(group_by_length=group_by_length, num_workers=workers)
     model = tiny_model()
     opt, sched = build_optimizer(model, OPTIM, 5)
-    kw = dict(epoch=1, trainer=tr, pad_id=0, device="cpu", amp_dtype=None, logger=NullLogger())
+    kw = dict(trainer=tr, pad_id=0, device="cpu")
 
     def capture(step, progress):
         if step == 2:
             saved.update(progress=progress, model=copy.deepcopy(model.state_dict()), rng=rng_state(),
                          opt=copy.deepcopy(opt.state_dict()), sched=copy.deepcopy(sched.state_dict()))
 
-    full, _ = train_epoch(model, ws, opt, sched, step=0, on_resume_point=capture, **kw)
+    full, _ = TrainLoop(model, opt, sched, **kw).run_epoch(ws, epoch=1, step=0, on_resume_point=capture)
     again, opt2, sched2 = restored(saved)
-    rest, steps = train_epoch(again, ws, opt2, sched2, step=2, start=saved["progress"], **kw)
+    rest, steps = TrainLoop(again, opt2, sched2, **kw).run_epoch(ws, epoch=1, step=2, start=saved["progress"])
     assert steps == 5 and rest["loss"] == full["loss"] and rest["windows"] == full["windows"] == 40
     assert rest["padded_share"] == full["padded_share"]
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
@@ -140,7 +138,7 @@ def test_fp16_training_resumed_from_a_saved_state_is_exact(tmp_path):
     """fp16 autocast + GradScaler("cpu"): a state written mid-epoch by the Resumer, restored into fresh objects,
     finishes the epoch with the weights and loss scale of the uninterrupted run."""
     ws, cfg = windows(40), resumer_cfg()
-    kw = dict(epoch=1, trainer=TRAINER, pad_id=0, device="cpu", amp_dtype=torch.float16, logger=NullLogger())
+    kw = dict(trainer=TRAINER, pad_id=0, device="cpu", amp_dtype=torch.float16)
     model, opt, sched, scaler = fp16_parts()
     resumer, run = Resumer(cfg, tmp_path, model, opt, sched, Dist(), scaler=scaler), RunProgress()
 
@@ -149,11 +147,13 @@ def test_fp16_training_resumed_from_a_saved_state_is_exact(tmp_path):
             run.step = step
             resumer.save(run, 1, progress)
 
-    full, _ = train_epoch(model, ws, opt, sched, step=0, on_resume_point=save_once, scaler=scaler, **kw)
+    full, _ = TrainLoop(model, opt, sched, scaler=scaler, **kw).run_epoch(ws, epoch=1, step=0,
+                                                                         on_resume_point=save_once)
     model2, opt2, sched2, scaler2 = fp16_parts(seed=1)
     first, progress, run2 = Resumer(cfg, tmp_path, model2, opt2, sched2, Dist(), scaler=scaler2).restore()
     assert (first, progress.batch, run2.step) == (1, 4, 2)
-    rest, steps = train_epoch(model2, ws, opt2, sched2, step=run2.step, start=progress, scaler=scaler2, **kw)
+    rest, steps = TrainLoop(model2, opt2, sched2, scaler=scaler2, **kw).run_epoch(ws, epoch=1, step=run2.step,
+                                                                                 start=progress)
     assert steps == 5 and rest["loss"] == full["loss"] and scaler2.state_dict() == scaler.state_dict()
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values()))
     assert json.loads(load_state(state_path(tmp_path))["progress"])["batch"] == 4

@@ -22,8 +22,7 @@ from heads.softmax import SoftmaxHead
 from mrc.model.encoder import tiny_bert
 from mrc.model.span_model import SpanModel
 from mrc.train import distributed
-from mrc.train.loggers import NullLogger
-from mrc.train.loop import build_optimizer, train_epoch
+from mrc.train.loop import TrainLoop, build_optimizer
 from mrc.train.pipeline import run
 from mrc.train.precision import BY_NAME, grad_scaler
 from mrc.train.resume import rng_state, set_rng_state
@@ -66,8 +65,8 @@ def train(model, device, precision, net=None):
     prec = BY_NAME[precision]
     scaler = grad_scaler(prec, device)
     opt, sched = build_optimizer(model, OPTIM, 5)
-    out = train_epoch(model, windows(40), opt, sched, epoch=1, trainer=TRAINER, pad_id=0, device=device,
-                      amp_dtype=prec.autocast_dtype, logger=NullLogger(), step=0, net=net, scaler=scaler)
+    loop = TrainLoop(model, opt, sched, TRAINER, 0, device, amp_dtype=prec.autocast_dtype, net=net, scaler=scaler)
+    out = loop.run_epoch(windows(40), epoch=1, step=0)
     return out, scaler
 
 
@@ -98,7 +97,7 @@ def test_train_epoch_resumes_exactly(device, precision):
     state is carried by hand here; the run's resumable state stores it too (tests/train/test_data_path.py)."""
     need(precision, device)
     prec, ws, saved = BY_NAME[precision], windows(40), {}
-    kw = dict(epoch=1, trainer=TRAINER, pad_id=0, device=device, amp_dtype=prec.autocast_dtype, logger=NullLogger())
+    kw = dict(trainer=TRAINER, pad_id=0, device=device, amp_dtype=prec.autocast_dtype)
     torch.use_deterministic_algorithms(True)
     try:
         model, scaler = tiny_model().to(device), grad_scaler(prec, device)
@@ -109,7 +108,8 @@ def test_train_epoch_resumes_exactly(device, precision):
                 saved.update(progress=progress, model=copy.deepcopy(model.state_dict()), rng=rng_state(),
                              opt=copy.deepcopy(opt.state_dict()), sched=copy.deepcopy(sched.state_dict()),
                              scaler=scaler.state_dict() if scaler is not None else None)
-        full, _ = train_epoch(model, ws, opt, sched, step=0, on_resume_point=capture, scaler=scaler, **kw)
+        full, _ = TrainLoop(model, opt, sched, scaler=scaler, **kw).run_epoch(ws, epoch=1, step=0,
+                                                                             on_resume_point=capture)
         again, scaler2 = tiny_model(seed=1).to(device), grad_scaler(prec, device)
         again.load_state_dict(saved["model"])
         opt2, sched2 = build_optimizer(again, OPTIM, 5)
@@ -118,7 +118,8 @@ def test_train_epoch_resumes_exactly(device, precision):
         if scaler2 is not None:
             scaler2.load_state_dict(saved["scaler"])
         set_rng_state(saved["rng"])
-        rest, steps = train_epoch(again, ws, opt2, sched2, step=2, start=saved["progress"], scaler=scaler2, **kw)
+        rest, steps = TrainLoop(again, opt2, sched2, scaler=scaler2, **kw).run_epoch(ws, epoch=1, step=2,
+                                                                                    start=saved["progress"])
         assert steps == 5 and rest["loss"] == full["loss"]
         assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     finally:

@@ -22,8 +22,7 @@ from mrc.model.finetune import FINETUNES
 from mrc.model.span_model import SpanModel
 from mrc.train.distributed import Dist
 from mrc.train.inputs import ConfigError
-from mrc.train.loggers import NullLogger
-from mrc.train.loop import build_optimizer, train_epoch
+from mrc.train.loop import TrainLoop, build_optimizer
 from mrc.train.pipeline import run
 from mrc.train.recipes import Adversary, Recipes, WeightAverage, check
 from mrc.train.resume import ResumeError, Resumer, RunProgress, check_compatible, config_items, load_state
@@ -37,7 +36,7 @@ RECIPES = {"layer_decay": {"optim": {"layer_decay": 0.5}}, "ema": {"trainer": {"
            "pgd": {"trainer": {"adversarial": "pgd", "adversarial_steps": 2}}, "rdrop": {"trainer": {"rdrop": 1.0}}}
 ALL = {"optim": {"layer_decay": 0.5}, "trainer": {"ema": 0.9, "adversarial": "pgd", "adversarial_steps": 2,
                                                   "rdrop": 1.0}}
-KW = dict(epoch=1, pad_id=0, device="cpu", amp_dtype=None, logger=NullLogger())
+KW = dict(pad_id=0, device="cpu")
 
 
 def options(over: dict | None = None):
@@ -60,7 +59,8 @@ def train(model: SpanModel, over: dict | None = None, **kw):
     opt, sched = build_optimizer(model, cfg.optim, 5)
     recipes = Recipes.build(model, cfg)
     torch.manual_seed(7)
-    ep, steps = train_epoch(model, windows(40), opt, sched, trainer=cfg.trainer, step=0, recipes=recipes, **KW, **kw)
+    loop = TrainLoop(model, opt, sched, cfg.trainer, recipes=recipes, **KW, **kw)
+    ep, steps = loop.run_epoch(windows(40), epoch=1, step=0)
     assert steps == 5 and torch.isfinite(torch.tensor(ep["loss"]))
     return ep, recipes
 
@@ -276,16 +276,16 @@ def test_train_epoch_with_every_recipe_resumes_exactly_from_a_state_file(head, t
             first.save(run_state, 1, progress)
 
     torch.manual_seed(7)
-    full, _ = train_epoch(model, windows(40), opt, sched, trainer=cfg.trainer, step=0, recipes=recipes,
-                          on_resume_point=save_at_2, **KW)
+    full, _ = TrainLoop(model, opt, sched, cfg.trainer, recipes=recipes, **KW).run_epoch(
+        windows(40), epoch=1, step=0, on_resume_point=save_at_2)
     assert load_state(tmp_path / "resume" / "state.pt")["ema"]["updates"] == 2
     again = tiny(head, seed=5)
     opt2, sched2 = build_optimizer(again, cfg.optim, 5)
     recipes2 = Recipes.build(again, cfg)
     epoch, progress, restored = Resumer(cfg, tmp_path, again, opt2, sched2, Dist(), ema=recipes2.ema).restore()
     assert (epoch, progress.batch, restored.step) == (1, 4, 2)
-    rest, steps = train_epoch(again, windows(40), opt2, sched2, trainer=cfg.trainer, step=2, start=progress,
-                              recipes=recipes2, **KW)
+    rest, steps = TrainLoop(again, opt2, sched2, cfg.trainer, recipes=recipes2, **KW).run_epoch(
+        windows(40), epoch=1, step=2, start=progress)
     assert steps == 5 and rest["loss"] == full["loss"] and same(weights(again), weights(model))
     assert recipes2.ema.updates == recipes.ema.updates == 5
     assert all(torch.equal(a, b) for a, b in zip(recipes2.ema.shadow, recipes.ema.shadow))

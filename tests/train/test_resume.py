@@ -16,11 +16,10 @@ from heads.softmax import SoftmaxHead
 from mrc.train.distributed import Dist
 from mrc.model.encoder import tiny_bert
 from mrc.data.features import Window
-from mrc.train.loggers import NullLogger
 from mrc.model.span_model import SpanModel
 from mrc.train.resume import (Resumer, RunProgress, atomic_save, find_state, load_state, remove_stale_temps, rng_state,
                         set_rng_state, state_path)
-from mrc.train.loop import EpochProgress, build_optimizer, train_epoch
+from mrc.train.loop import EpochProgress, TrainLoop, build_optimizer
 from tests.conftest import ROOT
 from tests.train.test_e2e import DEMO
 from tests.train.test_loop import OPTIM
@@ -115,7 +114,7 @@ def resumer_cfg(resume="auto"):
 
 
 def test_train_epoch_resumes_mid_epoch_exactly():
-    ws, kw = windows(40), dict(epoch=1, trainer=TRAINER, pad_id=0, device="cpu", amp_dtype=None, logger=NullLogger())
+    ws, kw = windows(40), dict(trainer=TRAINER, pad_id=0, device="cpu")
     model = tiny_model()
     opt, sched = build_optimizer(model, OPTIM, 5)
     saved = {}
@@ -125,10 +124,10 @@ def test_train_epoch_resumes_mid_epoch_exactly():
             saved.update(step=step, progress=progress, model=copy.deepcopy(model.state_dict()), rng=rng_state(),
                          opt=copy.deepcopy(opt.state_dict()), sched=copy.deepcopy(sched.state_dict()))
 
-    full, steps = train_epoch(model, ws, opt, sched, step=0, on_resume_point=capture, **kw)
+    full, steps = TrainLoop(model, opt, sched, **kw).run_epoch(ws, epoch=1, step=0, on_resume_point=capture)
     assert steps == 5 and saved["progress"].batch == 4 and saved["progress"].n_loss == 4
     again, opt2, sched2 = restored(saved)
-    rest, steps2 = train_epoch(again, ws, opt2, sched2, step=2, start=saved["progress"], **kw)
+    rest, steps2 = TrainLoop(again, opt2, sched2, **kw).run_epoch(ws, epoch=1, step=2, start=saved["progress"])
     assert steps2 == 5 and rest["loss"] == full["loss"] and rest["windows"] == full["windows"] == 40
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
@@ -259,11 +258,10 @@ def test_trim_freed_memory_releases_the_heap_after_every_optimizer_step(monkeypa
     assert cpu_memory.release_freed_memory() is sys.platform.startswith("linux")
     calls = []
     monkeypatch.setattr(loop, "release_freed_memory", lambda: calls.append(1) or True)
-    kw = dict(epoch=1, pad_id=0, device="cpu", amp_dtype=None, logger=NullLogger(), step=0)
     for trim, expected in ((True, 5), (False, 0)):
         calls.clear()
         model = tiny_model()
         opt, sched = build_optimizer(model, OPTIM, 5)
         trainer = OmegaConf.merge(TRAINER, {"trim_freed_memory": trim})
-        _, steps = train_epoch(model, windows(40), opt, sched, trainer=trainer, **kw)
+        _, steps = TrainLoop(model, opt, sched, trainer, 0, "cpu").run_epoch(windows(40), epoch=1, step=0)
         assert steps == 5 and len(calls) == expected
