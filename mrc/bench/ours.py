@@ -182,7 +182,10 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="Benchmark our training/evaluation against the HuggingFace peer; with "
                                  "--device, training speed per precision on that device (mrc.bench.train_speed).")
     ap.add_argument("--data", default=str(root / "data" / "dureader_robust" / "dev.json"))
-    ap.add_argument("--vocab", default=str(root / "vocab" / "bert-base-chinese" / "vocab.txt"))
+    ap.add_argument("--vocab", default=str(root / "vocab" / "bert-base-chinese" / "vocab.txt"),
+                    help="WordPiece vocabulary of the random-init BERT (default: the shared bert-base-chinese one); "
+                         "'data': a character vocabulary built from --data's contexts. A missing file is an error: "
+                         "another vocabulary cuts other windows, and its timings compare with nothing")
     ap.add_argument("--out", default=None, help="JSON written (default bench.json; with --device bench_train.json, "
                                                 "and a .md table beside it)")
     ap.add_argument("--heads", default=",".join(HEADS))
@@ -234,7 +237,9 @@ def load_encoder(args, data: Path):
     """``--encoder DIR`` (a saved HF encoder, e.g. e5_small) or the random-init tiny BERT of ``--layers``/``--hidden``."""
     if args.encoder:
         return pretrained(args.encoder, local_files_only=True)
-    vocab = args.vocab if Path(args.vocab).is_file() else None
+    vocab = None if args.vocab == "data" else args.vocab
+    if vocab is not None and not Path(vocab).is_file():
+        raise SystemExit(f"mrc.bench: --vocab {vocab} not found (--vocab data: a character vocabulary built from --data)")
     return tiny_bert(vocab_file=vocab, layers=args.layers, hidden_size=args.hidden, heads=max(args.hidden // 64, 1),
                      intermediate_size=4 * args.hidden, dropout=0.1, seed=args.seed,
                      texts=None if vocab else [e.context for e in load_squad(data, training=False)[0]])
@@ -263,7 +268,7 @@ def _bench(args) -> int:
     gold = [g for g in load_references(data) if g.id in eval_ids]
     result = {"config": {**vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(),
                          "cpu": cpu_name(), "bf16_units": bf16_units(), "cores": os.cpu_count(), "n_train": len(train),
-                         "n_eval": len(examples)}, "ours": {}}
+                         "n_eval": len(examples), "vocab_size": enc.tokenizer.vocab_size}, "ours": {}}
     windows, _ = build_windows(examples, enc.tokenizer, Geometry.of(args), training=False)
     batches_ = collated(windows, enc.tokenizer, args)
     bare_forward(enc.model, batches_)  # warm-up: first passes pay for allocator and thread-pool start-up

@@ -81,7 +81,7 @@ def test_transplanted_softmax_weights_give_the_same_logits(enc):
 def test_bench_runs_end_to_end(tmp_path):
     write_demo(tmp_path, n_train=10, n_dev=60, n_generalization=1, n_checklist=1)
     out = tmp_path / "bench.json"
-    assert bench.main(["--data", str(tmp_path / "demo" / "dev.json"), "--vocab", str(tmp_path / "none.txt"),
+    assert bench.main(["--data", str(tmp_path / "demo" / "dev.json"), "--vocab", "data",
                        "--out", str(out), "--n-eval", "20", "--max-len", "64", "--max-query-len", "16",
                        "--doc-stride", "16", "--hidden", "32", "--batch-size", "8", "--eval-batch-size", "16"]) == 0
     result = json.loads(out.read_text())
@@ -91,9 +91,20 @@ def test_bench_runs_end_to_end(tmp_path):
         assert isinstance(result["ratios"][key], float) and result["ratios"][key] > 0
     assert result["config"]["n_eval"] == 20 and result["config"]["n_train"] == 40
     assert result["config"]["cpu"] and result["config"]["cores"] >= 1  # rates are only comparable on one host
+    assert 10 < result["config"]["vocab_size"] < 2000  # the characters of the demo contexts, not a WordPiece file
     # our softmax weights give the same answers through the peer's evaluation path
     ours = result["ours"]["softmax"]["eval"]
     assert abs(result["peer"]["ours_softmax_weights_via_peer"]["F1"] - ours["F1"]) <= 10.0
+
+
+def test_bench_refuses_a_missing_vocabulary_instead_of_building_another(tmp_path):
+    """A vocabulary path that does not exist once made the bench build a character vocabulary from the data
+    without a word: other windows, other model, timings that compare with nothing."""
+    write_demo(tmp_path, n_train=6, n_dev=20, n_generalization=1, n_checklist=1)
+    with pytest.raises(SystemExit, match=r"--vocab .*none.txt not found \(--vocab data"):
+        bench.main(["--data", str(tmp_path / "demo" / "dev.json"), "--vocab", str(tmp_path / "none.txt"),
+                    "--out", str(tmp_path / "b.json")])
+    assert not (tmp_path / "b.json").exists()
 
 
 def test_bench_precision_axis_switches_bf16_products_for_both_sides_and_restores(tmp_path, monkeypatch):
