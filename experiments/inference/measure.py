@@ -1,7 +1,8 @@
 """fp32 vs int8 / bf16 (vs ONNX Runtime) inference of one checkpoint on one SQuAD-format file.
 
     python experiments/inference/measure.py CHECKPOINT_DIR --input DEV.json [--limit N] [--threads T] \
-        [--variants fp32,int8,bf16,onnx] [--onnx FILE] [--runs 3] [--repeats 30] [--out DIR]
+        [--variants fp32,int8,bf16,onnx,onnx_int8] [--onnx FILE] [--onnx-int8 FILE] [--runs 3] [--repeats 30] \
+        [--out DIR]
 
 Per variant (each in its own process, so peak RSS is its own): F1 / EM on the file (official metric,
 mrc/eval/metric.py; with --limit, over the first N usable questions), agreement of its answers with fp32 (%),
@@ -9,8 +10,9 @@ batch throughput (questions/s over the file, best of --runs; windows built once 
 is excluded as in metrics.json; scoring + decoding included) and its ratio to fp32, single-question latency
 p50 / p95 (ms) for one ~500-character context (--repeats calls of mrc.eval.predict.predict, tokenization
 included), and peak RSS (MB). Writes DIR/results.json, DIR/results.md and DIR/<variant>.predictions.json.
-With onnx in --variants and no --onnx file, the checkpoint is exported first (python -m mrc export); an
-export that fails is reported in the table and the other variants still run.
+With onnx in --variants and no --onnx file, the checkpoint is exported first (python -m mrc export; onnx_int8
+without --onnx-int8: python -m mrc export --quantize int8); an export that fails is reported in the table and
+the other variants still run.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 LATENCY_CHARS = 500
-VARIANTS = ("fp32", "int8", "bf16", "onnx")
+VARIANTS = ("fp32", "int8", "bf16", "onnx", "onnx_int8")
 
 
 def latency_example(examples):
@@ -55,7 +57,7 @@ def worker(args) -> dict:
 
     torch.set_num_threads(args.threads)
     quantize = args.worker if args.worker in ("int8", "bf16") else None
-    onnx = args.onnx if args.worker == "onnx" else None
+    onnx = {"onnx": args.onnx, "onnx_int8": args.onnx_int8}.get(args.worker)
     model, tokenizer, cfg = load_for_inference(args.checkpoint, "cpu", quantize=quantize, onnx=onnx)
     examples, _ = load_squad(args.input, training=False)
     if args.limit:
@@ -111,8 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="only the first N usable questions")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch / ONNX Runtime threads "
                     "(default: os.cpu_count())")
-    ap.add_argument("--variants", default="fp32,int8,bf16,onnx", help="comma-separated, from fp32, int8, bf16, onnx")
+    ap.add_argument("--variants", default="fp32,int8,bf16,onnx,onnx_int8",
+                    help="comma-separated, from fp32, int8, bf16, onnx, onnx_int8")
     ap.add_argument("--onnx", type=Path, default=None, help="an exported file (default: export into --out)")
+    ap.add_argument("--onnx-int8", type=Path, default=None,
+                    help="an exported int8 file (default: export --quantize int8 into --out)")
+    ap.add_argument("--export-args", default="", help="extra options of python -m mrc export, e.g. --no-optimize")
     ap.add_argument("--runs", type=int, default=3, help="throughput passes over the file; the best counts")
     ap.add_argument("--repeats", type=int, default=30, help="single-question latency calls (20+)")
     ap.add_argument("--batch-size", type=int, default=64)
@@ -127,16 +133,20 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = set(variants) - set(VARIANTS)
     if bad or "fp32" not in variants:
-        ap.error(f"--variants: give fp32 and any of int8, bf16, onnx (got {args.variants})")
+        ap.error(f"--variants: give fp32 and any of int8, bf16, onnx, onnx_int8 (got {args.variants})")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false")
     records, errors = [], {}
-    if "onnx" in variants and args.onnx is None:
-        args.onnx = args.out / "model.onnx"
-        proc = subprocess.run([sys.executable, "-m", "mrc", "export", str(args.checkpoint), "--onnx", str(args.onnx)],
+    for variant, attr, name, extra in (("onnx", "onnx", "model.onnx", []),
+                                       ("onnx_int8", "onnx_int8", "model_int8.onnx", ["--quantize", "int8"])):
+        if variant not in variants or getattr(args, attr) is not None:
+            continue
+        setattr(args, attr, args.out / name)
+        proc = subprocess.run([sys.executable, "-m", "mrc", "export", str(args.checkpoint), "--onnx",
+                               str(args.out / name), *extra, *args.export_args.split()],
                               cwd=ROOT, env=env, capture_output=True, text=True)
         print(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "", file=sys.stderr)
         if proc.returncode != 0:
-            errors["onnx"] = (proc.stderr.strip().splitlines() or ["export failed"])[-1][:300]
+            errors[variant] = (proc.stderr.strip().splitlines() or ["export failed"])[-1][:300]
     for variant in variants:
         if variant in errors:
             records.append({"variant": variant, "error": errors[variant]})
@@ -148,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd += ["--limit", str(args.limit)]
         if variant == "onnx":
             cmd += ["--onnx", str(args.onnx)]
+        if variant == "onnx_int8":
+            cmd += ["--onnx-int8", str(args.onnx_int8)]
         print(f"measuring {variant} ...", file=sys.stderr)
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -170,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         r["delta_EM"] = round(r["EM"] - base["EM"], 3)
         r["speedup"] = round(r["examples_per_s"] / base["examples_per_s"], 3)
     meta = {"checkpoint": str(args.checkpoint), "input": str(args.input), "limit": args.limit,
+            "onnx": str(args.onnx) if args.onnx else None, "onnx_int8": str(args.onnx_int8) if args.onnx_int8 else None,
+            "export_args": args.export_args,
             "threads": args.threads, "runs": args.runs, "repeats": args.repeats, "batch_size": args.batch_size,
             "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "variants": records}, indent=1), encoding="utf-8")

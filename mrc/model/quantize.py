@@ -97,6 +97,10 @@ def autocast_bf16(model):
     if not cpu_has_bf16():
         warnings.warn("--quantize bf16: this CPU has no AVX512-BF16 / AMX units; bf16 runs emulated, slower "
                       "than fp32", stacklevel=2)
+    elif "amx_bf16" not in bf16_units():
+        warnings.warn("--quantize bf16: this CPU has AVX512-BF16 but no AMX; on such a Xeon the e5_small encoder ran "
+                      "0.67x the fp32 speed in bf16 (experiments/inference/README.md); the int8 ONNX export "
+                      "(mrc export --quantize int8) is the faster option here", stacklevel=2)
     model = model.cpu().eval()
     model.encoder = Bf16Encoder(model.encoder)
     return model

@@ -7,10 +7,20 @@ The graph has dynamic batch and length axes and a fixed ``max_answer_len`` (the 
 opset 17 (checked on torch 2.13 / onnxruntime 1.32 for every head). Its metadata records the head, the
 ``max_answer_len`` and a digest of the checkpoint's weights, so ``mrc predict --onnx`` and ``mrc.serve
 --onnx`` refuse a file exported from another checkpoint.
+
+By default the graph then goes through ONNX Runtime's transformer optimizer (``--no-optimize``: not): the
+encoder is exported with eager attention, whose MatMul / Softmax pattern the optimizer fuses into one
+``Attention`` node per layer, with residual + LayerNorm (``SkipLayerNormalization``) and bias + GELU fused
+too. The torch SDPA export hides attention behind NaN guards the optimizer does not match, which left ONNX
+Runtime fp32 slower than torch (experiments/inference/README.md). The file is written under a temporary name
+and renamed only after ONNX Runtime's scores matched torch's.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -61,8 +71,10 @@ def sample_batches(tokenizer, cfg):
     return [collate(wins[:-1], pad), collate(wins[-2:-1], pad), collate(wins[-1:], pad)]
 
 
-def export_onnx(checkpoint_dir: str | Path, out: str | Path, *, opset: int = OPSET, atol: float = 1e-3) -> dict:
-    """Export, add the metadata, verify with ONNX Runtime; returns the largest differences found."""
+def export_onnx(checkpoint_dir: str | Path, out: str | Path, *, opset: int = OPSET, atol: float = 1e-3,
+                optimize: bool = True) -> dict:
+    """Export, add the metadata, fuse (``optimize``: :func:`optimize_onnx`), verify with ONNX Runtime, then move
+    into place; returns the largest differences found and the fused operators (``fused``)."""
     import torch
 
     from mrc.model import checkpoint
@@ -75,6 +87,8 @@ def export_onnx(checkpoint_dir: str | Path, out: str | Path, *, opset: int = OPS
         raise FastModelError(f"mrc export needs {e.name}; install the serve extra: pip install -e '.[serve]'") from None
     checkpoint_dir, out = Path(checkpoint_dir), Path(out)
     model, tokenizer, cfg = checkpoint.load(checkpoint_dir, "cpu")
+    if optimize and hasattr(model.encoder, "set_attn_implementation"):
+        model.encoder.set_attn_implementation("eager")  # the pattern the optimizer fuses into Attention
     mal = cfg.decode.max_answer_len
     module = BandModule(model, mal).eval()
     batches = sample_batches(tokenizer, cfg)
@@ -85,47 +99,107 @@ def export_onnx(checkpoint_dir: str | Path, out: str | Path, *, opset: int = OPS
     if module.has_tokens:
         axes["token_scores"] = {0: "batch", 1: "length"}
     out.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(out)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about Python values in the graph
+            torch.onnx.export(module, args, str(partial), input_names=list(ONNX_INPUTS), output_names=outputs,
+                              dynamic_axes=axes, opset_version=opset, dynamo=False, do_constant_folding=True)
+        graph = onnx.load(str(partial))
+        head = type(model.head).__name__
+        for key, value in {"mrc.max_answer_len": "none" if mal is None else str(mal), "mrc.head": head,
+                           "mrc.weights_sha256": weights_digest(checkpoint_dir), "mrc.opset": str(opset),
+                           "mrc.optimized": str(bool(optimize)).lower()}.items():
+            entry = graph.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(graph, str(partial))
+        fused = optimize_onnx(partial, model.encoder.config) if optimize else {}
+        worst = verify(model, OnnxSpanModel(partial, checkpoint_dir), batches, mal, atol=atol)
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return {**worst, "fused": fused}
+
+
+def partial_path(out: Path) -> Path:
+    """Where ``out`` is written before it is checked and renamed: beside it, hidden, so that a failed or
+    interrupted export never leaves a file under the final name."""
+    return out.with_name(f".{out.name}.partial")
+
+
+def optimize_onnx(path: Path, config) -> dict[str, int]:
+    """ONNX Runtime's transformer optimizer (``model_type="bert"``, the encoder's heads and width) on ``path``,
+    in place, the metadata kept; returns the count of each fused operator it made."""
+    import onnx
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    meta = list(onnx.load(str(path), load_external_data=False).metadata_props)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about Python values in the graph
-        torch.onnx.export(module, args, str(out), input_names=list(ONNX_INPUTS), output_names=outputs,
-                          dynamic_axes=axes, opset_version=opset, dynamo=False, do_constant_folding=True)
-    graph = onnx.load(str(out))
-    head = type(model.head).__name__
-    for key, value in {"mrc.max_answer_len": "none" if mal is None else str(mal), "mrc.head": head,
-                       "mrc.weights_sha256": weights_digest(checkpoint_dir), "mrc.opset": str(opset)}.items():
-        entry = graph.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(graph, str(out))
-    return verify(model, OnnxSpanModel(out, checkpoint_dir), batches, mal, atol=atol)
+        warnings.simplefilter("ignore")
+        opt = optimize_model(str(path), model_type="bert", num_heads=int(config.num_attention_heads),
+                             hidden_size=int(config.hidden_size), opt_level=0)
+    fused = {k: int(v) for k, v in (opt.get_fused_operator_statistics() or {}).items() if v}
+    del opt.model.metadata_props[:]
+    opt.model.metadata_props.extend(meta)
+    opt.save_model_to_file(str(path))
+    return fused
 
 
 def encoder_weight_matmuls(graph) -> list[str]:
-    """The graph's MatMul nodes that multiply by an encoder weight (an initializer under ``/encoder/``): the
-    linear layers that int8 quantises. Attention-score products and the head stay fp32."""
-    weights = {init.name for init in graph.initializer}
+    """The graph's nodes that int8 quantises: MatMul nodes under ``/encoder/`` with a weight (initializer) input,
+    and the fused ``Attention`` nodes (their Q/K/V projection) of an optimized graph, except the feed-forward
+    down-projections (a weight of more rows than columns), as :func:`mrc.model.quantize.int8_layers` does in
+    torch: their inputs are post-GELU activations whose outliers one per-batch scale cannot hold. Quantising them
+    too cost 1.96 F1 on e5_small (experiments/inference/README.md). Attention-score products and the head stay
+    fp32."""
+    weights = {init.name: tuple(init.dims) for init in graph.initializer}
+
+    def down_projection(node) -> bool:
+        return any(len(weights.get(i, ())) == 2 and weights[i][0] > weights[i][1] for i in node.input)
+
     return [n.name for n in graph.node
-            if n.op_type == "MatMul" and "/encoder/" in n.name and any(i in weights for i in n.input)]
+            if (n.op_type == "Attention" or (n.op_type == "MatMul" and "/encoder/" in n.name))
+            and any(i in weights for i in n.input) and not (n.op_type == "MatMul" and down_projection(n))]
+
+
+@contextlib.contextmanager
+def quiet_root_logger():
+    """ONNX Runtime's quantizer advises pre-processing on the root logger at every call: not the user's concern."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def quantize_onnx_int8(src: str | Path, out: str | Path) -> int:
-    """ONNX Runtime dynamic int8 (weights per output channel) of the encoder's linear layers of ``src`` into
-    ``out``, the mrc.* metadata kept: int8 inference without torch. On the trained e5_small GlobalPointer
-    checkpoint (706 in-domain questions, 2 threads) it lost 1.47 F1 at 1.01x torch fp32's throughput, against
-    1.06 F1 and 1.27x for ``--quantize int8`` in torch (experiments/inference/README.md). Returns the number
-    of MatMuls quantised."""
+    """ONNX Runtime dynamic int8 (weights per output channel) of the encoder's linear layers of ``src``
+    (:func:`encoder_weight_matmuls`: on an optimized graph the fused Attention nodes too) into ``out``, the mrc.*
+    metadata kept, written under a temporary name and renamed: int8 inference without torch. Measured results
+    per variant: experiments/inference/README.md. Returns the number of nodes quantised."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    out = Path(out)
     graph = onnx.load(str(src))
     nodes = encoder_weight_matmuls(graph.graph)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_dynamic(str(src), str(out), per_channel=True, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes)
-    quantised = onnx.load(str(out))
-    if not quantised.metadata_props:
+    partial = partial_path(out)
+    try:
+        with warnings.catch_warnings(), quiet_root_logger():
+            warnings.simplefilter("ignore")
+            # DefaultTensorType: the fused contrib ops (Attention, SkipLayerNormalization) have no shape inference
+            quantize_dynamic(str(src), str(partial), per_channel=True, weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul", "Attention"], nodes_to_quantize=nodes,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        quantised = onnx.load(str(partial))
+        del quantised.metadata_props[:]
         quantised.metadata_props.extend(graph.metadata_props)
-        onnx.save(quantised, str(out))
+        onnx.save(quantised, str(partial))
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
     return len(nodes)
 
 
@@ -180,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="largest allowed |torch - ONNX Runtime| score difference (default 1e-3)")
     ap.add_argument("--quantize", choices=["int8"], default=None,
                     help="int8: then quantise the encoder's linear layers with ONNX Runtime (dynamic, per channel)")
+    ap.add_argument("--no-optimize", dest="optimize", action="store_false",
+                    help="skip ONNX Runtime's transformer optimizer (fused Attention, SkipLayerNormalization, "
+                         "bias + GELU); the graph then keeps torch's SDPA export")
     args = ap.parse_args(argv)
     from mrc.serve.out_paths import check_output_file
 
@@ -191,15 +268,16 @@ def main(argv: list[str] | None = None) -> int:
 
             with tempfile.TemporaryDirectory(dir=args.onnx.parent if args.onnx.parent.is_dir() else None) as tmp:
                 fp32 = Path(tmp) / "fp32.onnx"
-                worst = export_onnx(args.checkpoint, fp32, opset=args.opset, atol=args.atol)
+                worst = export_onnx(args.checkpoint, fp32, opset=args.opset, atol=args.atol, optimize=args.optimize)
                 n = quantize_onnx_int8(fp32, args.onnx)
-            print(f"int8: {n} encoder MatMuls quantised (the fp32 graph was checked against torch before)",
+            print(f"int8: {n} encoder weight products quantised (the fp32 graph was checked against torch before)",
                   file=sys.stderr)
         else:
-            worst = export_onnx(args.checkpoint, args.onnx, opset=args.opset, atol=args.atol)
+            worst = export_onnx(args.checkpoint, args.onnx, opset=args.opset, atol=args.atol, optimize=args.optimize)
     except Exception as e:  # noqa: BLE001 - user mistakes get one line, anything else its traceback
         return command_error(e)
     size = args.onnx.stat().st_size / 1e6
-    print(f"wrote {args.onnx} ({size:.1f} MB, opset {args.opset}); ONNX Runtime vs torch: max |diff| "
+    fused = ", ".join(f"{n} {k}" for k, n in worst["fused"].items()) or "none"
+    print(f"wrote {args.onnx} ({size:.1f} MB, opset {args.opset}; fused: {fused}); ONNX Runtime vs torch: max |diff| "
           f"{worst['band']:.2e} (span band), {worst['token_scores']:.2e} (token scores)", file=sys.stderr)
     return 0
