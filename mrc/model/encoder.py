@@ -5,7 +5,9 @@ texts) so factories that build a vocabulary can use them; the others ignore it.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -99,6 +101,22 @@ def pretrained(name_or_path: str, texts=None, revision: str | None = None, cache
     return Encoder(_drop_pooler(model), tokenizer)
 
 
+@contextlib.contextmanager
+def loading_bar_on_a_terminal_only():
+    """transformers draws a "Loading weights" bar for every ``from_pretrained``, also into a log file or a pipe,
+    where it is noise before a command's one ``error:`` line; off a terminal it is switched off meanwhile."""
+    from transformers.utils import logging as hf_logging
+
+    hide = hf_logging.is_progress_bar_enabled() and not sys.stderr.isatty()
+    if hide:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if hide:
+            hf_logging.enable_progress_bar()
+
+
 def _load_sdpa(name_or_path, **kw) -> PreTrainedModel:
     """``AutoModel.from_pretrained`` without a pooler (MRC heads read token states only), asking for PyTorch's
     fused scaled-dot-product attention (flash / memory-efficient kernels on CUDA); an architecture without
@@ -106,9 +124,11 @@ def _load_sdpa(name_or_path, **kw) -> PreTrainedModel:
     for extra in ({"attn_implementation": "sdpa"}, {}):
         try:
             try:
-                return AutoModel.from_pretrained(name_or_path, add_pooling_layer=False, **extra, **kw)
+                with loading_bar_on_a_terminal_only():
+                    return AutoModel.from_pretrained(name_or_path, add_pooling_layer=False, **extra, **kw)
             except TypeError:  # a model class without a pooler option
-                return AutoModel.from_pretrained(name_or_path, **extra, **kw)
+                with loading_bar_on_a_terminal_only():
+                    return AutoModel.from_pretrained(name_or_path, **extra, **kw)
         except (ValueError, ImportError) as e:  # transformers: "does not support ... scaled_dot_product_attention"
             if not extra or "sdpa" not in str(e).lower() and "scaled_dot_product" not in str(e).lower():
                 raise

@@ -54,6 +54,25 @@ def test_pretrained_loads_a_local_directory_and_fails_clearly_offline(tmp_path):
         pretrained("hfl/chinese-roberta-wwm-ext", local_files_only=True, cache_dir=str(tmp_path / "empty"))
 
 
+def test_loading_weights_draws_no_bar_off_a_terminal_and_leaves_the_setting_alone(tmp_path, capsys, monkeypatch):
+    """transformers' "Loading weights" bar once landed in run logs and before a command's one error: line."""
+    from transformers.utils import logging as hf_logging
+
+    enc = tiny_bert(texts=FIXTURE_TEXTS, layers=1, hidden_size=16, heads=2, intermediate_size=32)
+    enc.model.save_pretrained(tmp_path / "m")
+    enc.tokenizer.save_pretrained(tmp_path / "m")
+    assert hf_logging.is_progress_bar_enabled()
+    capsys.readouterr()
+    pretrained(str(tmp_path / "m"), local_files_only=True)
+    assert "Loading weights" not in capsys.readouterr().err  # captured stderr is not a terminal
+    assert hf_logging.is_progress_bar_enabled()  # restored for the caller
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    from mrc.model import encoder
+
+    with encoder.loading_bar_on_a_terminal_only():
+        assert hf_logging.is_progress_bar_enabled()  # on a terminal the bar stays
+
+
 def test_keep_layers_cuts_the_encoder_and_the_cut_survives_a_save(tmp_path):
     enc = tiny_bert(texts=FIXTURE_TEXTS, layers=3, hidden_size=16, heads=2, intermediate_size=32)
     enc.model.save_pretrained(tmp_path / "m")
