@@ -61,16 +61,20 @@ def test_loading_weights_draws_no_bar_off_a_terminal_and_leaves_the_setting_alon
     enc = tiny_bert(texts=FIXTURE_TEXTS, layers=1, hidden_size=16, heads=2, intermediate_size=32)
     enc.model.save_pretrained(tmp_path / "m")
     enc.tokenizer.save_pretrained(tmp_path / "m")
-    assert hf_logging.is_progress_bar_enabled()
-    capsys.readouterr()
-    pretrained(str(tmp_path / "m"), local_files_only=True)
-    assert "Loading weights" not in capsys.readouterr().err  # captured stderr is not a terminal
-    assert hf_logging.is_progress_bar_enabled()  # restored for the caller
-    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
-    from mrc.model import encoder
+    before = hf_logging.is_progress_bar_enabled()  # a training run in this process switches it off for good
+    hf_logging.enable_progress_bar()
+    try:
+        capsys.readouterr()
+        pretrained(str(tmp_path / "m"), local_files_only=True)
+        assert "Loading weights" not in capsys.readouterr().err  # captured stderr is not a terminal
+        assert hf_logging.is_progress_bar_enabled()  # restored for the caller
+        monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+        from mrc.model import encoder
 
-    with encoder.loading_bar_on_a_terminal_only():
-        assert hf_logging.is_progress_bar_enabled()  # on a terminal the bar stays
+        with encoder.loading_bar_on_a_terminal_only():
+            assert hf_logging.is_progress_bar_enabled()  # on a terminal the bar stays
+    finally:
+        (hf_logging.enable_progress_bar if before else hf_logging.disable_progress_bar)()
 
 
 def test_keep_layers_cuts_the_encoder_and_the_cut_survives_a_save(tmp_path):
