@@ -25,27 +25,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from mrc.serve.export import encoder_weight_matmuls, quiet_root_logger
+    from mrc.serve.export import quantize_onnx_int8
 
-    graph = onnx.load(str(args.src))
+    graph = onnx.load(str(args.src), load_external_data=False)
     layers = [int(i) for i in args.down_layers.split(",") if i.strip()]
     down = [f"/model/encoder/encoder/layer.{i}/output/dense/MatMul" for i in layers]
     names = {n.name for n in graph.graph.node}
     missing = [n for n in down if n not in names]
     if missing:
         raise SystemExit(f"error: {args.src} has no node {missing[0]} (an mrc export of a BERT-style encoder?)")
-    nodes = encoder_weight_matmuls(graph.graph) + down
-    with quiet_root_logger():
-        quantize_dynamic(str(args.src), str(args.out), per_channel=True, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Attention"], nodes_to_quantize=nodes,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    quantised = onnx.load(str(args.out))
-    del quantised.metadata_props[:]
-    quantised.metadata_props.extend(graph.metadata_props)
-    onnx.save(quantised, str(args.out))
-    print(f"{len(nodes)} nodes quantised ({len(down)} down-projections) -> {args.out}")
+    n = quantize_onnx_int8(args.src, args.out, extra_nodes=down)
+    print(f"{n} nodes quantised ({len(down)} down-projections) -> {args.out}")
     return 0
 
 

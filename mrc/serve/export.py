@@ -174,17 +174,18 @@ def quiet_root_logger():
         root.setLevel(level)
 
 
-def quantize_onnx_int8(src: str | Path, out: str | Path) -> int:
+def quantize_onnx_int8(src: str | Path, out: str | Path, extra_nodes: list[str] = ()) -> int:
     """ONNX Runtime dynamic int8 (weights per output channel) of the encoder's linear layers of ``src``
     (:func:`encoder_weight_matmuls`: on an optimized graph the fused Attention nodes too) into ``out``, the mrc.*
     metadata kept, written under a temporary name and renamed: int8 inference without torch. Measured results
-    per variant: experiments/inference/README.md. Returns the number of nodes quantised."""
+    per variant: experiments/inference/README.md. ``extra_nodes``: more node names to quantise (e.g. chosen
+    down-projections). Returns the number of nodes quantised."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out = Path(out)
     graph = onnx.load(str(src))
-    nodes = encoder_weight_matmuls(graph.graph)
+    nodes = encoder_weight_matmuls(graph.graph) + list(extra_nodes)
     partial = partial_path(out)
     try:
         with warnings.catch_warnings(), quiet_root_logger():
