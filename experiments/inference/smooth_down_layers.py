@@ -37,32 +37,49 @@ sys.path.insert(0, str(ROOT))
 
 
 def down_projections(graph) -> list:
-    """The encoder's MatMul nodes whose weight has more rows than columns (the feed-forward down-projections)."""
-    weights = {init.name: tuple(init.dims) for init in graph.initializer}
-    return [n for n in graph.node if n.op_type == "MatMul" and "/encoder/" in n.name
-            and len(weights.get(n.input[1], ())) == 2 and weights[n.input[1]][0] > weights[n.input[1]][1]]
+    """The down-projection nodes of ``graph`` (:func:`mrc.serve.export.down_projection_matmuls`)."""
+    from mrc.serve.export import down_projection_matmuls
+
+    names = set(down_projection_matmuls(graph))
+    return [n for n in graph.node if n.name in names]
 
 
-def batches(checkpoint: Path, onnx_path: Path, train: Path, first: int, count: int, batch_size: int):
-    """Collated batches (numpy feeds) of the windows of training questions [first, first + count)."""
-    import numpy as np
+class TrainingFeeds:
+    """Numpy feeds of the exported graph for windows of a training file's questions; the tokenizer, config and
+    questions are loaded once."""
 
-    from mrc.data.batching import collate
-    from mrc.data.squad import load_squad
-    from mrc.eval.predict import load_for_inference, make_windows
+    def __init__(self, checkpoint: Path, onnx_path: Path, train: Path, batch_size: int):
+        from mrc.data.squad import load_squad
+        from mrc.eval.predict import load_for_inference
 
-    model, tokenizer, cfg = load_for_inference(checkpoint, "cpu", onnx=onnx_path)
-    examples, _ = load_squad(train, training=False)
-    chosen = examples[first:first + count]
-    if len(chosen) < count:
-        raise SystemExit(f"error: {train} has {len(examples)} usable questions; asked for {first + count}")
-    windows = make_windows(chosen, tokenizer, cfg)
-    out = []
-    for k in range(0, len(windows), batch_size):
-        b = collate(windows[k:k + batch_size], tokenizer.pad_token_id)
-        out.append({name: b[name].numpy().astype(np.bool_ if name == "span_mask" else np.int64)
-                    for name in model.inputs})
-    return out, len(windows)
+        model, self.tokenizer, self.cfg = load_for_inference(checkpoint, "cpu", onnx=onnx_path)
+        self.inputs, self.train, self.batch_size = model.inputs, train, batch_size
+        self.examples, _ = load_squad(train, training=False)
+
+    def __call__(self, first: int, count: int) -> tuple[list[dict], int]:
+        """(batches, windows) of questions [first, first + count)."""
+        import numpy as np
+
+        from mrc.data.batching import collate
+        from mrc.eval.predict import make_windows
+
+        if first + count > len(self.examples):
+            raise SystemExit(f"error: {self.train} has {len(self.examples)} usable questions; asked for {first + count}")
+        windows = make_windows(self.examples[first:first + count], self.tokenizer, self.cfg)
+        out = []
+        for k in range(0, len(windows), self.batch_size):
+            b = collate(windows[k:k + self.batch_size], self.tokenizer.pad_token_id)
+            out.append({name: b[name].numpy().astype(np.bool_ if name == "span_mask" else np.int64)
+                        for name in self.inputs})
+        return out, len(windows)
+
+
+def bands(path: Path, feeds) -> list:
+    """The graph's span scores (``band``) for each feed."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return [session.run(["band"], feed)[0] for feed in feeds]
 
 
 def activation_maxima(model, nodes, feeds) -> dict:
@@ -114,16 +131,12 @@ def smooth(model, alpha: float, amax):
     return out
 
 
-def compare(reference: Path, candidate: Path, feeds) -> dict:
-    """How closely ``candidate`` reproduces ``reference``'s span scores on ``feeds``."""
+def compare(reference: list, candidate: list) -> dict:
+    """How closely the span scores ``candidate`` reproduce ``reference`` (both from :func:`bands`)."""
     import numpy as np
-    import onnxruntime as ort
 
-    ref = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"])
-    cand = ort.InferenceSession(str(candidate), providers=["CPUExecutionProvider"])
     same, total, diffs = 0, 0, []
-    for feed in feeds:
-        a, b = ref.run(["band"], feed)[0], cand.run(["band"], feed)[0]
+    for a, b in zip(reference, candidate):
         keep = a > -1e3  # cells the head can choose (masked cells hold a large negative)
         diffs.append(np.abs(a - b)[keep].mean())
         flat_a = np.where(keep, a, -np.inf).reshape(len(a), -1)
@@ -159,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     nodes = [n for n in down_projections(model.graph) if not any(k in n.name for k in keep)]
     if not nodes:
         raise SystemExit(f"error: {args.src} has no feed-forward down-projection (an mrc export of a BERT encoder?)")
-    calib, n_calib = batches(args.checkpoint, args.src, args.train, 0, args.questions, args.batch_size)
+    feeds = TrainingFeeds(args.checkpoint, args.src, args.train, args.batch_size)
+    calib, n_calib = feeds(0, args.questions)
     amax = activation_maxima(model, nodes, calib)
     print(f"activation maxima of {len(nodes)} down-projections over {n_calib} windows of "
           f"{args.questions} training questions ({args.train})")
@@ -168,10 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {node.name}: max {x.max():.2f}, median channel max {float(sorted(x)[len(x) // 2]):.2f}")
     names = [n.name for n in nodes]
     with tempfile.TemporaryDirectory(dir=args.out.parent) as tmp:
-        check = None
+        check = reference = None
         if len(alphas) > 1:
-            check, n_check = batches(args.checkpoint, args.src, args.train, args.questions, args.check_questions,
-                                     args.batch_size)
+            check, n_check = feeds(args.questions, args.check_questions)
+            reference = bands(args.src, check)
             print(f"choosing alpha on {n_check} windows of the next {args.check_questions} training questions")
         results = {}
         for alpha in alphas:
@@ -180,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             quantised = Path(tmp) / f"int8_{alpha}.onnx"
             quantize_onnx_int8(smoothed, quantised, extra_nodes=names)
             if check is not None:
-                results[alpha] = compare(args.src, quantised, check)
+                results[alpha] = compare(reference, bands(quantised, check))
                 print(f"  alpha {alpha}: {json.dumps(results[alpha])}")
         best = max(alphas, key=lambda a: (results[a]["best_cell_agreement"], -results[a]["mean_abs_diff"])) \
             if results else alphas[0]

@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 from mrc.errors import command_error
@@ -145,21 +146,25 @@ def optimize_onnx(path: Path, config) -> dict[str, int]:
     return fused
 
 
+def down_projection_matmuls(graph) -> list[str]:
+    """The encoder's feed-forward down-projections: MatMul nodes under ``/encoder/`` whose weight (initializer) has
+    more rows than columns. Their inputs are post-GELU activations with a few outlier channels."""
+    weights = {init.name: tuple(init.dims) for init in graph.initializer}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and "/encoder/" in n.name
+            and any(len(weights.get(i, ())) == 2 and weights[i][0] > weights[i][1] for i in n.input)]
+
+
 def encoder_weight_matmuls(graph) -> list[str]:
     """The graph's nodes that int8 quantises: MatMul nodes under ``/encoder/`` with a weight (initializer) input,
     and the fused ``Attention`` nodes (their Q/K/V projection) of an optimized graph, except the feed-forward
-    down-projections (a weight of more rows than columns), as :func:`mrc.model.quantize.int8_layers` does in
-    torch: their inputs are post-GELU activations whose outliers one per-batch scale cannot hold. Quantising them
-    too cost 1.96 F1 on e5_small (experiments/inference/README.md). Attention-score products and the head stay
-    fp32."""
-    weights = {init.name: tuple(init.dims) for init in graph.initializer}
-
-    def down_projection(node) -> bool:
-        return any(len(weights.get(i, ())) == 2 and weights[i][0] > weights[i][1] for i in node.input)
-
+    down-projections (:func:`down_projection_matmuls`), as :func:`mrc.model.quantize.int8_layers` does in
+    torch: one per-batch scale cannot hold their inputs' outliers. Quantising them too cost 1.96 F1 on e5_small
+    (experiments/inference/README.md). Attention-score products and the head stay fp32."""
+    weights = {init.name for init in graph.initializer}
+    down = set(down_projection_matmuls(graph))
     return [n.name for n in graph.node
             if (n.op_type == "Attention" or (n.op_type == "MatMul" and "/encoder/" in n.name))
-            and any(i in weights for i in n.input) and not (n.op_type == "MatMul" and down_projection(n))]
+            and any(i in weights for i in n.input) and n.name not in down]
 
 
 @contextlib.contextmanager
@@ -174,7 +179,7 @@ def quiet_root_logger():
         root.setLevel(level)
 
 
-def quantize_onnx_int8(src: str | Path, out: str | Path, extra_nodes: list[str] = ()) -> int:
+def quantize_onnx_int8(src: str | Path, out: str | Path, extra_nodes: Sequence[str] = ()) -> int:
     """ONNX Runtime dynamic int8 (weights per output channel) of the encoder's linear layers of ``src``
     (:func:`encoder_weight_matmuls`: on an optimized graph the fused Attention nodes too) into ``out``, the mrc.*
     metadata kept, written under a temporary name and renamed: int8 inference without torch. Measured results
