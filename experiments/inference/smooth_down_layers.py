@@ -146,18 +146,25 @@ def compare(reference: list, candidate: list) -> dict:
     return {"best_cell_agreement": same / total, "mean_abs_diff": float(np.mean(diffs))}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def training_windows_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments of the scripts that rewrite an export with statistics of training windows: the checkpoint,
+    its fp32 export, the output, the training file, how many questions measure and how many check."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("src", type=Path, help="the fp32 export of the checkpoint (python -m mrc export)")
     ap.add_argument("out", type=Path)
     ap.add_argument("--train", type=Path, required=True, help="a SQuAD-format training file")
-    ap.add_argument("--alpha", default="0.5", help="migration strength, or a comma-separated list to choose from")
-    ap.add_argument("--questions", type=int, default=64, help="training questions for the activation maxima")
+    ap.add_argument("--questions", type=int, default=64, help="training questions whose windows are measured")
     ap.add_argument("--check-questions", type=int, default=32,
-                    help="the next training questions, to choose among several --alpha values")
-    ap.add_argument("--keep-fp32", default="", help="comma-separated encoder layers whose down-projection stays fp32")
+                    help="the next training questions, to compare with fp32 (and choose among several --alpha)")
     ap.add_argument("--batch-size", type=int, default=16)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = training_windows_parser(__doc__)
+    ap.add_argument("--alpha", default="0.5", help="migration strength, or a comma-separated list to choose from")
+    ap.add_argument("--keep-fp32", default="", help="comma-separated encoder layers whose down-projection stays fp32")
     args = ap.parse_args(argv)
 
     import onnx

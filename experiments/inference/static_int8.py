@@ -21,7 +21,6 @@ written beside OUT as ``OUT.check.json``. ``measure.py --onnx-int8 OUT.onnx`` th
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -94,18 +93,13 @@ def quantize_attention(src: Path, out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("checkpoint", type=Path)
-    ap.add_argument("src", type=Path, help="the fp32 export of the checkpoint (python -m mrc export)")
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--train", type=Path, required=True, help="a SQuAD-format training file")
-    ap.add_argument("--questions", type=int, default=64, help="training questions whose windows calibrate")
-    ap.add_argument("--check-questions", type=int, default=32, help="the next training questions, to compare")
+    from smooth_down_layers import training_windows_parser
+
+    ap = training_windows_parser(__doc__)
     ap.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax")
     ap.add_argument("--format", choices=("qoperator", "qdq"), default="qoperator")
     ap.add_argument("--smooth-alpha", type=float, default=None, help="smooth the down-projections first")
     ap.add_argument("--keep-down", action="store_true", help="keep the feed-forward down-projections fp32")
-    ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args(argv)
 
     import onnx
