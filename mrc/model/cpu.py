@@ -77,6 +77,24 @@ def set_bf16_matmuls(enabled: bool) -> None:
     torch.backends.mkldnn.matmul.fp32_precision = "bf16" if enabled else "ieee"
 
 
+@functools.lru_cache(maxsize=1)
+def bf16_math_mode_works() -> bool:
+    """Whether oneDNN's bf16 math mode changes a linear layer's result here. Some torch CPU builds run
+    ``nn.functional.linear`` on MKL's sgemm, which ignores the mode: the product stays bit-identical to fp32, so
+    ``trainer.cpu_bf16_via=matmul`` would train in fp32 while the run log says bf16 (measured on torch 2.13 on an
+    Intel Xeon: experiments/perf/bf16_training.md)."""
+    import torch
+    from torch.nn.functional import linear
+
+    g = torch.Generator().manual_seed(0)
+    a, w = torch.randn(64, 384, generator=g), torch.randn(256, 384, generator=g)
+    with matmul_precision_scope():
+        set_bf16_matmuls(False)
+        fp32 = linear(a, w)
+        set_bf16_matmuls(True)
+        return not torch.equal(fp32, linear(a, w))
+
+
 @functools.lru_cache(maxsize=4)
 def bf16_matmul_speedup(via: str = "matmul", m: int = 1024, k: int = 384, n: int = 1536, repeats: int = 10) -> float:
     """fp32 time / bf16 time of an (m, k) x (k, n) linear layer on this CPU, bf16 run ``via`` oneDNN's math mode

@@ -179,6 +179,7 @@ def test_cpu_bf16_auto_uses_bf16_where_native_and_faster(monkeypatch, caplog, mo
     from mrc.train.precision import Precision
     monkeypatch.setattr("mrc.train.precision.cpu_has_bf16", lambda: units)
     monkeypatch.setattr("mrc.train.precision.bf16_matmul_speedup", lambda via: speedup)
+    monkeypatch.setattr("mrc.train.precision.bf16_math_mode_works", lambda: True)
     fake_gpu(monkeypatch, (8, 0))
     caplog.set_level("INFO")
     assert choose_precision(OmegaConf.create({"bf16": True, "cpu_bf16": mode}), "cpu") == Precision(expected)
@@ -187,6 +188,22 @@ def test_cpu_bf16_auto_uses_bf16_where_native_and_faster(monkeypatch, caplog, mo
     assert choose_precision(autocast, "cpu") == Precision("bf16-autocast", torch.bfloat16)
     assert choose_precision(autocast, "cuda") == Precision("bf16", torch.bfloat16, scaler=False)
     assert choose_precision(OmegaConf.create({"bf16": False, "cpu_bf16": True}), "cuda:1") == Precision("fp32")
+
+
+def test_cpu_bf16_via_matmul_falls_back_to_autocast_where_the_math_mode_does_nothing(monkeypatch, caplog):
+    import torch
+    from omegaconf import OmegaConf
+    from mrc.model.cpu import bf16_math_mode_works
+    from mrc.train.precision import Precision, choose_precision
+    assert isinstance(bf16_math_mode_works(), bool)  # the real probe runs on this machine
+    monkeypatch.setattr("mrc.train.precision.cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("mrc.train.precision.bf16_matmul_speedup", lambda via: 1.7 if via == "autocast" else 3.0)
+    monkeypatch.setattr("mrc.train.precision.bf16_math_mode_works", lambda: False)
+    caplog.set_level("INFO")
+    for mode in ("true", "auto"):  # forced or chosen: never a bf16 run that is fp32 underneath
+        assert choose_precision(OmegaConf.create({"cpu_bf16": mode}), "cpu") == Precision("bf16-autocast", torch.bfloat16)
+    assert "ignores oneDNN's bf16 math mode" in caplog.text and "precision bf16 via autocast" in caplog.text
+    assert choose_precision(OmegaConf.create({"cpu_bf16": "false"}), "cpu") == Precision("fp32")
 
 
 def fake_gpu(monkeypatch, capability):
@@ -263,6 +280,9 @@ def test_bf16_matmuls_train_in_fp32_tensors_and_are_switched_off_after_the_run(t
         seen.append((torch.backends.mkldnn.matmul.fp32_precision, torch.is_autocast_enabled("cpu")))
         return forward(self, *args, **kwargs)
     monkeypatch.setattr(SpanModel, "forward", spy)
+    # the wiring of the math mode, on every machine (where this torch build ignores it, the run takes autocast:
+    # test_cpu_bf16_via_matmul_falls_back_to_autocast_where_the_math_mode_does_nothing)
+    monkeypatch.setattr("mrc.train.precision.bf16_math_mode_works", lambda: True)
     before = torch.backends.mkldnn.matmul.fp32_precision
     run(compose_cfg(DEMO + ["head=softmax", "trainer.cpu_bf16=true"], tmp_path), tmp_path)
     assert set(seen) == {("bf16", False)}  # training and evaluation: bf16 products, no autocast
