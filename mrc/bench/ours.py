@@ -38,7 +38,7 @@ from heads.base import top_spans
 
 from mrc.bench import peer as bench_peer
 from mrc.bench.measure import PeakRSS, best_of
-from mrc.model.cpu import bf16_units, cpu_name, matmul_precision_scope, set_bf16_matmuls
+from mrc.model.cpu import bf16_math_mode_unavailable, bf16_units, cpu_name, matmul_precision_scope, set_bf16_matmuls
 from mrc.bench.summary import ratios, table
 from mrc.data.batching import batches, collate
 from mrc.data.squad import load_squad
@@ -208,7 +208,8 @@ def parse_args(argv=None):
     ap.add_argument("--precision", choices=("fp32", "bf16-matmul"), default="fp32",
                     help="bf16-matmul: every fp32 matrix product of both sides (ours and the peer) runs with bf16 inputs "
                          "and fp32 accumulation (oneDNN's bf16 math mode, = trainer.cpu_bf16_via=matmul); run the "
-                         "bench once per precision on the same machine to compare the ratios")
+                         "bench once per precision on the same machine to compare the ratios; refused where this "
+                         "torch build ignores the mode (the bench would compare fp32 with fp32)")
     ap.add_argument("--null-window-keep", type=float, default=0.2,
                     help="extra softmax row trained with this share of no-answer windows (trainer.null_window_keep)")
     speed = ap.add_argument_group("training speed on a device (--device; mrc.bench.train_speed)")
@@ -250,6 +251,10 @@ def main(argv=None) -> int:
     if args.device is not None:
         from mrc.bench import train_speed
         return train_speed.main(args)
+    why = bf16_math_mode_unavailable() if args.precision == "bf16-matmul" else None
+    if why:
+        raise SystemExit(f"mrc.bench: --precision bf16-matmul: {why}, so both sides would run fp32 and the bench "
+                         "would compare fp32 with fp32 (compare bf16 training with trainer.cpu_bf16_via=autocast)")
     with matmul_precision_scope():
         set_bf16_matmuls(args.precision == "bf16-matmul")
         return _bench(args)

@@ -95,6 +95,18 @@ def bf16_math_mode_works() -> bool:
         return not torch.equal(fp32, linear(a, w))
 
 
+def bf16_math_mode_unavailable() -> str | None:
+    """Why oneDNN's bf16 math mode cannot be used on this machine, or None where it works: the one check that
+    every user of the mode (``trainer.cpu_bf16_via=matmul``, ``mrc.bench --precision bf16-matmul``) makes before
+    calling something bf16 that would be fp32 underneath."""
+    if bf16_math_mode_works():
+        return None
+    import torch
+
+    return (f"this torch build ({torch.__version__}) ignores oneDNN's bf16 math mode for linear layers "
+            "(a product came out bit-identical to fp32)")
+
+
 @functools.lru_cache(maxsize=4)
 def bf16_matmul_speedup(via: str = "matmul", m: int = 1024, k: int = 384, n: int = 1536, repeats: int = 10) -> float:
     """fp32 time / bf16 time of an (m, k) x (k, n) linear layer on this CPU, bf16 run ``via`` oneDNN's math mode

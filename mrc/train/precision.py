@@ -14,7 +14,8 @@ from typing import Iterator
 import torch
 from omegaconf import DictConfig
 
-from mrc.model.cpu import BF16_MIN_SPEEDUP, VIAS, bf16_math_mode_works, bf16_matmul_speedup, bf16_units, cpu_name
+from mrc.model.cpu import (BF16_MIN_SPEEDUP, VIAS, bf16_math_mode_unavailable, bf16_matmul_speedup, bf16_units,
+                           cpu_name)
 from mrc.model.quantize import cpu_has_bf16
 from mrc.train.inputs import ConfigError
 
@@ -153,9 +154,9 @@ def choose_precision(trainer: DictConfig, device: str) -> Precision:
     via = str(trainer.get("cpu_bf16_via", "matmul"))
     if via not in VIAS:
         raise ConfigError(f"trainer.cpu_bf16_via={via!r}: must be one of {', '.join(VIAS)}")
-    if via == "matmul" and mode != "false" and not bf16_math_mode_works():
-        log.warning("trainer.cpu_bf16_via=matmul: this torch build ignores oneDNN's bf16 math mode for linear layers "
-                    "(a product came out bit-identical to fp32); bf16 runs via autocast instead")
+    why = bf16_math_mode_unavailable() if via == "matmul" and mode != "false" else None
+    if why:
+        log.warning("trainer.cpu_bf16_via=matmul: %s; bf16 runs via autocast instead", why)
         via = "autocast"
     units = ", ".join(bf16_units()) or "no AVX512-BF16 / AMX units"
     if mode == "auto" and native:

@@ -113,7 +113,21 @@ def test_bench_precision_axis_switches_bf16_products_for_both_sides_and_restores
     seen = []
     monkeypatch.setattr("mrc.bench.ours._bench",
                         lambda args: seen.append(torch.backends.mkldnn.matmul.fp32_precision) or 0)
+    monkeypatch.setattr("mrc.bench.ours.bf16_math_mode_unavailable", lambda: None)  # the wiring, on every machine
     before = torch.backends.mkldnn.matmul.fp32_precision
     assert bench.main(["--data", str(tmp_path / "demo" / "dev.json"), "--precision", "bf16-matmul"]) == 0
     assert bench.main(["--data", str(tmp_path / "demo" / "dev.json")]) == 0
     assert seen == ["bf16", "ieee"] and torch.backends.mkldnn.matmul.fp32_precision == before
+
+
+def test_bench_refuses_bf16_matmul_where_the_math_mode_changes_nothing(tmp_path, monkeypatch):
+    """On torch 2.13's CPU build linear runs on MKL's sgemm, which ignores oneDNN's bf16 math mode: a
+    bf16-matmul bench would have timed fp32 against fp32 and printed the ratios as bf16 ones."""
+    write_demo(tmp_path, n_train=6, n_dev=20, n_generalization=1, n_checklist=1)
+    ran = []
+    monkeypatch.setattr("mrc.bench.ours._bench", lambda args: ran.append(args) or 0)
+    monkeypatch.setattr("mrc.bench.ours.bf16_math_mode_unavailable", lambda: "this torch build ignores it")
+    with pytest.raises(SystemExit, match=r"--precision bf16-matmul: this torch build ignores it, so both sides "
+                                         r"would run fp32"):
+        bench.main(["--data", str(tmp_path / "demo" / "dev.json"), "--precision", "bf16-matmul"])
+    assert bench.main(["--data", str(tmp_path / "demo" / "dev.json")]) == 0 and len(ran) == 1  # fp32 unaffected
