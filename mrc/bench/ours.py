@@ -19,7 +19,8 @@ Both sides start from the same randomly initialised tiny BERT and see the same q
 
 Every timed phase runs ``--repeat`` times (training ``--train-repeat`` times) and the fastest run is
 kept: on a shared 2-core machine noise only ever adds time. Ratios (``ratios`` in the JSON) are against
-the faster peer row.
+the faster peer row. ``--precision bf16`` runs both sides (and the bare forward) under bf16 autocast, each the way its
+users would turn it on.
 """
 from __future__ import annotations
 
@@ -66,6 +67,23 @@ def trainer_cfg(args, null_window_keep: float = 1.0):
     return cfg
 
 
+def amp_dtype(args) -> torch.dtype | None:
+    """The autocast dtype of ``--precision`` on our side (bf16: torch.autocast, as ``trainer.cpu_bf16_via=autocast``
+    runs it), None for fp32 and for the math-mode way (no autocast)."""
+    return torch.bfloat16 if args.precision == "bf16" else None
+
+
+def peer_precision(args) -> str:
+    """The peer's ``TrainingArguments`` precision for ``--precision``: its ``bf16=True`` (accelerate's autocast) for
+    bf16, fp32 otherwise (the math mode, when on, changes the peer's products as it changes ours)."""
+    return "bf16" if args.precision == "bf16" else "fp32"
+
+
+def autocast(args):
+    """Around a forward pass of ours or of the bare encoder: autocast in ``--precision`` (a no-op for fp32)."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp_dtype(args) is not None)
+
+
 def train_ours(encoder, head_name: str, tokenizer, train, args, null_window_keep: float = 1.0) -> tuple[SpanModel, dict]:
     """Features + one epoch of our training loop for one head, from a copy of the initial encoder."""
     torch.manual_seed(args.seed)  # the head's init and dropout: identical in every repeat
@@ -79,7 +97,8 @@ def train_ours(encoder, head_name: str, tokenizer, train, args, null_window_keep
         windows, _ = build_windows(train, tokenizer, Geometry.of(args), training=True)
         t1 = time.perf_counter()
         opt, sched = build_optimizer(model, optim, steps_per_epoch(windows, tr))
-        TrainLoop(model, opt, sched, tr, tokenizer.pad_token_id, "cpu").run_epoch(windows, epoch=1, step=0)
+        TrainLoop(model, opt, sched, tr, tokenizer.pad_token_id, "cpu",
+                  amp_dtype=amp_dtype(args)).run_epoch(windows, epoch=1, step=0)
         t2 = time.perf_counter()
     return model, {"features_s": t1 - t0, "train_s": t2 - t1, "seconds": t2 - t0, "windows": len(windows),
                    "peak_rss_mb": mem.peak_mb, "examples_per_s": len(train) / (t2 - t0)}
@@ -91,7 +110,7 @@ def eval_ours(model, tokenizer, examples, gold, args) -> dict:
         t0 = time.perf_counter()
         windows, _ = build_windows(examples, tokenizer, Geometry.of(args), training=False)
         arrays = score_windows(model, windows, batch_size=args.eval_batch_size, max_answer_len=args.max_answer_len,
-                               n_best=20, device="cpu", pad_id=tokenizer.pad_token_id)
+                               n_best=20, device="cpu", pad_id=tokenizer.pad_token_id, amp_dtype=amp_dtype(args))
         preds, _ = postprocess(examples, windows, *arrays, n_best=20)
         seconds = time.perf_counter() - t0
     return {"seconds": seconds, "examples_per_s": len(examples) / seconds, "windows": len(windows),
@@ -105,7 +124,8 @@ def forward_and_decode(model, batches_, args) -> dict:
     fwd = dec = 0.0
     for batch in batches_:
         t0 = time.perf_counter()
-        out = model(**batch)
+        with autocast(args):
+            out = model(**batch)
         t1 = time.perf_counter()
         grid = model.head.span_scores(out, batch["span_mask"], args.max_answer_len)
         [t.cpu() for t in top_spans(grid, 20)]
@@ -115,12 +135,13 @@ def forward_and_decode(model, batches_, args) -> dict:
 
 
 @torch.inference_mode()
-def bare_forward(encoder, batches_) -> float:
-    """Seconds for the encoder alone over pre-collated batches: the floor for evaluation."""
+def bare_forward(encoder, batches_, args) -> float:
+    """Seconds for the encoder alone over pre-collated batches, in ``--precision``: the floor for evaluation."""
     encoder.eval()
     t0 = time.perf_counter()
-    for b in batches_:
-        encoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"])
+    with autocast(args):
+        for b in batches_:
+            encoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"])
     return time.perf_counter() - t0
 
 
@@ -141,7 +162,7 @@ def peer_rows(encoder, tokenizer, train, examples, gold, ours_softmax, args) -> 
             model = bench_peer.qa_model(encoder)
             with PeakRSS() as mem:
                 t = bench_peer.train(model, tokenizer, train, max_len=args.max_len, doc_stride=args.doc_stride,
-                                     seed=args.seed, **kw)
+                                     seed=args.seed, precision=peer_precision(args), **kw)
             seconds = t["features_s"] + t["train_s"]
             t.update(seconds=seconds, peak_rss_mb=mem.peak_mb, examples_per_s=len(train) / seconds, **kw)
             return model, t
@@ -157,7 +178,7 @@ def peer_rows(encoder, tokenizer, train, examples, gold, ours_softmax, args) -> 
     same = bench_peer.qa_model(ours_softmax.encoder, ours_softmax.head.proj)
     preds, _ = bench_peer.evaluate_example_path(same, tokenizer, examples, max_len=args.max_len,
                                                 doc_stride=args.doc_stride, batch_size=args.eval_batch_size, pad=False,
-                                                context_only=True)
+                                                context_only=True, precision=peer_precision(args))
     rows["ours_softmax_weights_via_peer"] = f1_em(gold, preds)
     return rows
 
@@ -167,11 +188,13 @@ def peer_eval(model, tokenizer, examples, gold, kw, pipeline: bool, args) -> dic
     with PeakRSS() as mem:
         t0 = time.perf_counter()
         if pipeline:
-            preds, n_win = bench_peer.evaluate_pipeline(model, tokenizer, examples, max_len=args.max_len,
-                                                        doc_stride=args.doc_stride, batch_size=kw["batch_size"])
+            with autocast(args):  # the pipeline has no precision setting of its own
+                preds, n_win = bench_peer.evaluate_pipeline(model, tokenizer, examples, max_len=args.max_len,
+                                                            doc_stride=args.doc_stride, batch_size=kw["batch_size"])
         else:
             preds, n_win = bench_peer.evaluate_example_path(model, tokenizer, examples, max_len=args.max_len,
-                                                            doc_stride=args.doc_stride, **kw)
+                                                            doc_stride=args.doc_stride, precision=peer_precision(args),
+                                                            **kw)
         seconds = time.perf_counter() - t0
     return {"seconds": seconds, "examples_per_s": len(examples) / seconds, "windows": n_win,
             "peak_rss_mb": mem.peak_mb, **kw, **f1_em(gold, preds)}
@@ -205,11 +228,14 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3, help="timed repeats of each evaluation; the fastest is kept")
     ap.add_argument("--train-repeat", type=int, default=2, help="timed repeats of each training run")
-    ap.add_argument("--precision", choices=("fp32", "bf16-matmul"), default="fp32",
-                    help="bf16-matmul: every fp32 matrix product of both sides (ours and the peer) runs with bf16 inputs "
-                         "and fp32 accumulation (oneDNN's bf16 math mode, = trainer.cpu_bf16_via=matmul); run the "
-                         "bench once per precision on the same machine to compare the ratios; refused where this "
-                         "torch build ignores the mode (the bench would compare fp32 with fp32)")
+    ap.add_argument("--precision", choices=("fp32", "bf16", "bf16-matmul"), default="fp32",
+                    help="bf16: both sides train and evaluate under bf16 autocast, each its own way (ours as "
+                         "trainer.cpu_bf16=true trainer.cpu_bf16_via=autocast, the head's scores in fp32; the peer "
+                         "with TrainingArguments(bf16=True)), the bare forward too; bf16-matmul: every fp32 matrix "
+                         "product of both sides runs with bf16 inputs and fp32 accumulation (oneDNN's bf16 math mode, "
+                         "= trainer.cpu_bf16_via=matmul), refused where this torch build ignores the mode (the bench "
+                         "would compare fp32 with fp32). Run the bench once per precision, in its own process, on the "
+                         "same machine to compare the ratios")
     ap.add_argument("--null-window-keep", type=float, default=0.2,
                     help="extra softmax row trained with this share of no-answer windows (trainer.null_window_keep)")
     speed = ap.add_argument_group("training speed on a device (--device; mrc.bench.train_speed)")
@@ -276,8 +302,8 @@ def _bench(args) -> int:
                          "n_eval": len(examples), "vocab_size": enc.tokenizer.vocab_size}, "ours": {}}
     windows, _ = build_windows(examples, enc.tokenizer, Geometry.of(args), training=False)
     batches_ = collated(windows, enc.tokenizer, args)
-    bare_forward(enc.model, batches_)  # warm-up: first passes pay for allocator and thread-pool start-up
-    fwd = min(bare_forward(enc.model, batches_) for _ in range(args.repeat))
+    bare_forward(enc.model, batches_, args)  # warm-up: first passes pay for allocator and thread-pool start-up
+    fwd = min(bare_forward(enc.model, batches_, args) for _ in range(args.repeat))
     result["forward"] = {"seconds": fwd, "examples_per_s": len(examples) / fwd, "windows": len(windows)}
     models = {}
     for head in args.heads.split(","):

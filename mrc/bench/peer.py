@@ -98,14 +98,15 @@ def training_args(out_dir: str, batch_size: int, seed: int, group_by_length: boo
 
 
 def train(model, tokenizer, examples: list[Example], *, max_len: int, doc_stride: int, batch_size: int,
-          pad: bool, group_by_length: bool, seed: int) -> dict:
-    """Train one epoch with Trainer; returns timings (features and training) and the window count."""
+          pad: bool, group_by_length: bool, seed: int, precision: str = "fp32") -> dict:
+    """Train one epoch with Trainer (``precision``: fp32 or bf16, :func:`training_args`); returns timings
+    (features and training) and the window count."""
     t0 = time.perf_counter()
     feats = train_features(tokenizer, examples, max_len, doc_stride, pad)
     t1 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         collator = default_data_collator if pad else DataCollatorWithPadding(tokenizer)
-        trainer = Trainer(model=model, args=training_args(tmp, batch_size, seed, group_by_length),
+        trainer = Trainer(model=model, args=training_args(tmp, batch_size, seed, group_by_length, precision=precision),
                           train_dataset=feats, data_collator=collator)
         trainer.train()
     t2 = time.perf_counter()
@@ -153,12 +154,14 @@ def postprocess(examples: list[Example], meta, start_logits, end_logits, n_best:
 
 
 def evaluate_example_path(model, tokenizer, examples: list[Example], *, max_len: int, doc_stride: int,
-                          batch_size: int, pad: bool, context_only: bool = False) -> tuple[dict[str, str], int]:
-    """Features -> Trainer.predict -> n-best post-processing; returns (predictions, windows)."""
+                          batch_size: int, pad: bool, context_only: bool = False,
+                          precision: str = "fp32") -> tuple[dict[str, str], int]:
+    """Features -> Trainer.predict (in ``precision``) -> n-best post-processing; returns (predictions, windows)."""
     feats, meta = _eval_features(tokenizer, examples, max_len, doc_stride, pad)
     with tempfile.TemporaryDirectory() as tmp:
         collator = default_data_collator if pad else DataCollatorWithPadding(tokenizer)
-        trainer = Trainer(model=model, args=training_args(tmp, batch_size, 0, False), data_collator=collator)
+        trainer = Trainer(model=model, args=training_args(tmp, batch_size, 0, False, precision=precision),
+                          data_collator=collator)
         start, end = trainer.predict(feats).predictions[:2]
     return postprocess(examples, meta, start, end, context_only=context_only), len(feats)
 

@@ -1,5 +1,6 @@
 """The speed benchmark's peer pieces and a tiny end-to-end run (no timing assertions: figures go to
 experiments/perf/, not tests)."""
+import functools
 import json
 
 import numpy as np
@@ -131,3 +132,37 @@ def test_bench_refuses_bf16_matmul_where_the_math_mode_changes_nothing(tmp_path,
                                          r"would run fp32"):
         bench.main(["--data", str(tmp_path / "demo" / "dev.json"), "--precision", "bf16-matmul"])
     assert bench.main(["--data", str(tmp_path / "demo" / "dev.json")]) == 0 and len(ran) == 1  # fp32 unaffected
+
+
+@pytest.mark.slow
+def test_bench_bf16_runs_every_forward_of_both_sides_under_autocast(tmp_path, monkeypatch):
+    """--precision bf16: ours (training, evaluation, the decode timing), the peer (Trainer training and predict,
+    its own bf16 setting) and the bare forward all run their encoder under bf16 autocast; ours keeps the head's
+    scores fp32. A side left in fp32 would make the ratios compare bf16 with fp32."""
+    from transformers import BertForQuestionAnswering, BertModel
+    write_demo(tmp_path, n_train=6, n_dev=30, n_generalization=1, n_checklist=1)
+    seen = []
+
+    def spy(cls, name):
+        forward = cls.forward
+
+        @functools.wraps(forward)  # the Trainer reads forward's signature to pick the batch's columns
+        def wrapped(self, *args, **kwargs):
+            out = forward(self, *args, **kwargs)
+            seen.append((name, torch.is_autocast_enabled("cpu")))
+            if name == "ours":
+                assert out.dtype == torch.float32  # the head's scores stay fp32 under autocast
+            return out
+        monkeypatch.setattr(cls, "forward", wrapped)
+    spy(SpanModel, "ours")
+    spy(BertForQuestionAnswering, "peer")
+    spy(BertModel, "encoder")
+    out = tmp_path / "bench.json"
+    assert bench.main(["--data", str(tmp_path / "demo" / "dev.json"), "--vocab", "data", "--out", str(out),
+                       "--heads", "softmax", "--n-eval", "10", "--max-len", "64", "--max-query-len", "16",
+                       "--doc-stride", "16", "--hidden", "32", "--batch-size", "8", "--eval-batch-size", "16",
+                       "--repeat", "1", "--train-repeat", "1", "--precision", "bf16"]) == 0
+    assert {name for name, _ in seen} == {"ours", "peer", "encoder"}
+    assert all(on for _, on in seen), [s for s in seen if not s[1]][:3]
+    result = json.loads(out.read_text())
+    assert result["config"]["precision"] == "bf16" and result["ratios"]["train_vs_hf"] > 0
